@@ -1,0 +1,158 @@
+//! The `run` command: startup in the order the contract requires, the consumer loop, and
+//! shutdown.
+//!
+//! Startup: metrics and HTTP (live, not ready) -> NATS connected, streams present ->
+//! config feed opened -> snapshot loaded -> feed drained continuously -> ready ->
+//! consume. Shutdown (SIGTERM/SIGINT): stop fetching, let in-flight messages finish and
+//! ack (bounded by `--shutdown-timeout`), flush, exit 0.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::miss::MissResolver;
+use crate::cache::{sync, ConfigCache};
+use crate::cli::{RunArgs, SourceArgs};
+use crate::http::{self, HttpState};
+use crate::nats::{self, publisher::Publisher, streams};
+use crate::pipeline::Pipeline;
+use crate::source::file::FileSource;
+use crate::source::ConfigSource;
+use crate::telemetry::Telemetry;
+
+/// The config source the flags select.
+pub fn config_source(args: &SourceArgs) -> Arc<dyn ConfigSource> {
+    match &args.configs {
+        Some(path) => Arc::new(FileSource::new(path)),
+        None => Arc::new(FileSource::embedded()),
+    }
+}
+
+pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let telemetry = Telemetry::init()?;
+    let source = config_source(&args.source);
+    if args.source.configs.is_none() {
+        tracing::warn!("no --configs given: running on the embedded default configs");
+    }
+    let cache = Arc::new(ConfigCache::new(
+        telemetry.metrics.clone(),
+        &args.nats.routed_prefix,
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+    let nats_cell = Arc::new(OnceLock::new());
+    let http_stop = CancellationToken::new();
+    let (_addr, http_task) = http::serve(
+        args.http_addr,
+        HttpState {
+            ready: ready.clone(),
+            nats: nats_cell.clone(),
+            cache: cache.clone(),
+            registry: telemetry.registry.clone(),
+            source: source.describe(),
+        },
+        http_stop.clone(),
+    )
+    .await?;
+
+    let result = async {
+        let client = tokio::select! {
+            c = nats::connect(&args.nats.nats_url, "blob-router", args.nats.nats_connect_timeout) => c?,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let _ = nats_cell.set(client.clone());
+        let js = jetstream::new(client.clone());
+        streams::ensure(&js, &args.nats.topology(), args.nats.create_streams).await?;
+
+        let feed = sync::warm(&cache, &*source).await?;
+        let maintainer = tokio::spawn(sync::maintain(cache.clone(), source.clone(), feed, args.cache_ttl, stop.clone()));
+
+        let consumer = nats::consumer::durable(&js, &args.consumer()).await?;
+        let pipeline = Arc::new(Pipeline {
+            cache: cache.clone(),
+            resolver: MissResolver::new(cache.clone(), source.clone(), args.max_forced_reads as usize),
+            publisher: Publisher::new(js.clone()),
+            dlq_prefix: args.nats.dlq_prefix.clone(),
+        });
+        ready.store(true, Relaxed);
+        tracing::info!(stream = %args.nats.input_stream, consumer = %args.nats.consumer, "ready; consuming");
+        consume(consumer, pipeline, &args, &stop).await?;
+        ready.store(false, Relaxed);
+        maintainer.abort();
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing NATS at shutdown");
+        }
+        Ok(())
+    }
+    .await;
+
+    http_stop.cancel();
+    let _ = http_task.await;
+    telemetry.shutdown();
+    result
+}
+
+/// Pulls messages and handles up to `--concurrency` at once until `stop`, then waits
+/// (bounded) for the ones in flight.
+async fn consume(
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    pipeline: Arc<Pipeline>,
+    args: &RunArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let concurrency = args.concurrency as usize;
+    // Fetch no more than we can work on: prefetched messages wait unacked.
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting to consume: {e}"))?;
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = messages.next() => next,
+        };
+        match next {
+            Some(Ok(msg)) => {
+                let pipeline = pipeline.clone();
+                tasks.spawn(async move {
+                    pipeline.handle(msg).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => {
+                // Missed heartbeats and the like while NATS is away; the stream recovers.
+                tracing::warn!(error = %e, "consumer stream error");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            None => anyhow::bail!("the consumer's message stream ended"),
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(messages);
+    let in_flight = tasks.len();
+    tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
+    let drained = tokio::time::timeout(args.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown timeout: unfinished messages will be redelivered"
+        );
+        tasks.abort_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The source config cache: validated, compiled configs indexed by container.
+//!
+//! Readers call [`ConfigCache::load`] and get an immutable [`Index`] (an `ArcSwap`
+//! snapshot): no lock on the per-event path. Writers (the change feed, the TTL resync,
+//! forced reads) serialize on one mutex, apply a single document at a time, rebuild only
+//! the affected container's entry and swap the new index in.
+//!
+//! A document that does not validate is refused: counted, logged and listed in
+//! [`CacheHealth::refused`], and it replaces nothing half-way (a previously valid version
+//! of it is removed, since the stored document is no longer that version).
+//!
+//! Each container carries a generation that moves on every change touching it. A forced
+//! read remembers the generation it started at and merges its answer only if nothing
+//! newer arrived meanwhile; its negative answer is remembered only while the change feed
+//! is healthy, and forgotten on the next change to that container.
+
+pub mod index;
+pub mod miss;
+pub mod sync;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, Guard};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use index::Index;
+
+use crate::config::{doc_id, ConfigError, SourceConfig, SourceConfigDoc};
+use crate::source::{landing_container, Change};
+use crate::telemetry::metrics::Metrics;
+
+/// Where a container stood when a forced read of it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    epoch: u64,
+    container: u64,
+}
+
+#[derive(Default)]
+struct State {
+    configs: HashMap<String, Arc<SourceConfig>>,
+    refused: BTreeMap<String, ConfigError>,
+    /// Bumped by every full reload; invalidates every container generation at once.
+    epoch: u64,
+    generations: HashMap<String, u64>,
+    last_change_at: Option<SystemTime>,
+    last_full_load: Option<SystemTime>,
+    source_error: Option<String>,
+}
+
+impl State {
+    fn generation(&self, container: &str) -> Generation {
+        Generation {
+            epoch: self.epoch,
+            container: self.generations.get(container).copied().unwrap_or(0),
+        }
+    }
+
+    fn touch(&mut self, container: &str) {
+        *self.generations.entry(container.to_string()).or_default() += 1;
+    }
+
+    fn container_configs<'a>(
+        &'a self,
+        container: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<SourceConfig>> {
+        self.configs
+            .values()
+            .filter(move |c| c.container == container)
+    }
+}
+
+/// What `/health/cache` shows about the cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheHealth {
+    pub cache_size: usize,
+    pub containers: usize,
+    pub cache_age_seconds: f64,
+    pub change_stream_active: bool,
+    pub last_change_at: Option<String>,
+    pub last_full_load_at: Option<String>,
+    pub refused: Vec<ConfigError>,
+    pub source_error: Option<String>,
+    pub negative_containers: usize,
+}
+
+pub struct ConfigCache {
+    index: ArcSwap<Index>,
+    state: Mutex<State>,
+    negative: Mutex<HashSet<String>>,
+    metrics: Arc<Metrics>,
+    routed_prefix: String,
+}
+
+impl ConfigCache {
+    /// An empty cache; `routed_prefix` gives configs without `route.subject` their
+    /// default subject `<routed_prefix>.<_id>`.
+    pub fn new(metrics: Arc<Metrics>, routed_prefix: impl Into<String>) -> Self {
+        Self {
+            index: ArcSwap::from_pointee(Index::default()),
+            state: Mutex::new(State::default()),
+            negative: Mutex::new(HashSet::new()),
+            metrics,
+            routed_prefix: routed_prefix.into(),
+        }
+    }
+
+    /// The current index; cheap, lock-free, consistent for as long as it is held.
+    pub fn load(&self) -> Guard<Arc<Index>> {
+        self.index.load()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Applies one change-feed item. `Reload` is the caller's to handle (it needs the
+    /// source); here it only marks the feed as having restarted.
+    pub fn apply(&self, change: Change) {
+        match change {
+            Change::Upsert(doc) => self.upsert(&doc),
+            Change::Delete(id) => self.delete(&id),
+            Change::Reload => {
+                self.metrics
+                    .counters
+                    .change_stream_restarts
+                    .fetch_add(1, Relaxed);
+            }
+            Change::Status { active, error } => self.set_feed_status(active, error),
+        }
+    }
+
+    /// Inserts or replaces one config from its full document.
+    pub fn upsert(&self, doc: &Value) {
+        let mut state = self.state.lock().expect("cache state lock");
+        self.upsert_locked(&mut state, doc);
+    }
+
+    fn upsert_locked(&self, state: &mut State, doc: &Value) {
+        let id = doc_id(doc);
+        // Compiled once per version: an identical document keeps its compiled config.
+        if let (Some(id), Ok(parsed)) =
+            (&id, serde_json::from_value::<SourceConfigDoc>(doc.clone()))
+        {
+            if state.configs.get(id).is_some_and(|c| c.doc == parsed) {
+                return;
+            }
+        }
+        let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
+        let mut touched: Vec<String> = Vec::new();
+        match SourceConfig::from_value(doc, &self.routed_prefix) {
+            Ok(config) => {
+                state.refused.remove(&config.id);
+                let config = Arc::new(config);
+                if let Some(old) = state.configs.insert(config.id.clone(), config.clone()) {
+                    touched.push(old.container.clone());
+                }
+                touched.push(config.container.clone());
+                tracing::debug!(id = %config.id, version = config.version, container = %config.container, "config applied");
+            }
+            Err(err) => {
+                self.metrics.counters.configs_refused.fetch_add(1, Relaxed);
+                tracing::warn!(error = %err, "config refused");
+                if let Some(old) = id.as_deref().and_then(|id| state.configs.remove(id)) {
+                    touched.push(old.container.clone());
+                }
+                if let Some(c) = landing_container(doc) {
+                    touched.push(c.to_string());
+                }
+                state.refused.insert(refused_key, err);
+            }
+        }
+        self.changed(state, touched);
+    }
+
+    /// Removes one config (and any refusal recorded for it).
+    pub fn delete(&self, id: &str) {
+        let mut state = self.state.lock().expect("cache state lock");
+        let refused = state.refused.remove(id).is_some();
+        match state.configs.remove(id) {
+            Some(old) => self.changed(&mut state, vec![old.container.clone()]),
+            None if refused => self.publish_health(&state),
+            None => {}
+        }
+    }
+
+    /// Replaces everything with `docs` (startup load, reload, TTL resync). Returns the
+    /// number of configs that differed from what the cache held (the drift).
+    pub fn reset(&self, docs: Vec<Value>) -> usize {
+        let mut state = self.state.lock().expect("cache state lock");
+        let mut next: HashMap<String, Arc<SourceConfig>> = HashMap::with_capacity(docs.len());
+        let mut refused = BTreeMap::new();
+        for doc in &docs {
+            let id = doc_id(doc);
+            if let (Some(id), Ok(parsed)) =
+                (&id, serde_json::from_value::<SourceConfigDoc>(doc.clone()))
+            {
+                if let Some(existing) = state.configs.get(id).filter(|c| c.doc == parsed) {
+                    next.insert(id.clone(), existing.clone());
+                    continue;
+                }
+            }
+            match SourceConfig::from_value(doc, &self.routed_prefix) {
+                Ok(c) => {
+                    next.insert(c.id.clone(), Arc::new(c));
+                }
+                Err(err) => {
+                    if !state
+                        .refused
+                        .get(id.as_deref().unwrap_or("<no _id>"))
+                        .is_some_and(|e| *e == err)
+                    {
+                        self.metrics.counters.configs_refused.fetch_add(1, Relaxed);
+                        tracing::warn!(error = %err, "config refused");
+                    }
+                    refused.insert(id.unwrap_or_else(|| "<no _id>".to_string()), err);
+                }
+            }
+        }
+        let drift = next
+            .iter()
+            .filter(|(id, c)| {
+                !state
+                    .configs
+                    .get(*id)
+                    .is_some_and(|old| Arc::ptr_eq(old, c))
+            })
+            .count()
+            + state
+                .configs
+                .keys()
+                .filter(|id| !next.contains_key(*id))
+                .count();
+        state.configs = next;
+        state.refused = refused;
+        state.epoch += 1;
+        state.generations.clear();
+        let now = SystemTime::now();
+        state.last_full_load = Some(now);
+        if drift > 0 {
+            state.last_change_at = Some(now);
+        }
+        self.metrics.counters.mark_full_load();
+        self.metrics
+            .counters
+            .cache_invalidations
+            .fetch_add(1, Relaxed);
+        self.negative.lock().expect("negative lock").clear();
+        self.index
+            .store(Arc::new(Index::build(state.configs.values())));
+        self.publish_health(&state);
+        drift
+    }
+
+    /// Where `container` stands now; pass it back to [`Self::merge_container`].
+    pub fn generation(&self, container: &str) -> Generation {
+        self.state
+            .lock()
+            .expect("cache state lock")
+            .generation(container)
+    }
+
+    /// Merges the answer of a forced read of `container` (every document the source
+    /// has for it) begun at `at`. Skipped if a newer change to the container arrived
+    /// meanwhile. Returns whether it was merged.
+    pub fn merge_container(&self, container: &str, docs: Vec<Value>, at: Generation) -> bool {
+        let mut state = self.state.lock().expect("cache state lock");
+        if state.generation(container) != at {
+            return false;
+        }
+        let ids: HashSet<String> = docs.iter().filter_map(doc_id).collect();
+        let stale: Vec<String> = state
+            .container_configs(container)
+            .filter(|c| !ids.contains(&c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in stale {
+            state.configs.remove(&id);
+        }
+        for doc in &docs {
+            self.upsert_locked(&mut state, doc);
+        }
+        let index = self
+            .index
+            .load()
+            .with_container(container, state.container_configs(container));
+        self.index.store(Arc::new(index));
+        self.publish_health(&state);
+        // Nothing newer can slip in between: we still hold the state lock.
+        if self.metrics.counters.change_stream_active.load(Relaxed) {
+            self.negative
+                .lock()
+                .expect("negative lock")
+                .insert(container.to_string());
+        }
+        true
+    }
+
+    /// Whether a forced read of `container` already answered and nothing changed since.
+    pub fn is_negative(&self, container: &str) -> bool {
+        self.negative
+            .lock()
+            .expect("negative lock")
+            .contains(container)
+    }
+
+    /// Records the feed's health; negative answers are trusted only while it is active.
+    pub fn set_feed_status(&self, active: bool, error: Option<String>) {
+        let mut state = self.state.lock().expect("cache state lock");
+        let was = self
+            .metrics
+            .counters
+            .change_stream_active
+            .swap(active, Relaxed);
+        if !active {
+            self.negative.lock().expect("negative lock").clear();
+            if was {
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or(""),
+                    "config change feed inactive"
+                );
+            }
+        } else if !was {
+            tracing::info!("config change feed active");
+        }
+        state.source_error = error;
+    }
+
+    pub fn health(&self) -> CacheHealth {
+        let state = self.state.lock().expect("cache state lock");
+        CacheHealth {
+            cache_size: state.configs.len(),
+            containers: self.index.load().container_count(),
+            cache_age_seconds: self.metrics.counters.cache_age_seconds(),
+            change_stream_active: self.metrics.counters.change_stream_active.load(Relaxed),
+            last_change_at: state
+                .last_change_at
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            last_full_load_at: state
+                .last_full_load
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            refused: state.refused.values().cloned().collect(),
+            source_error: state.source_error.clone(),
+            negative_containers: self.negative.lock().expect("negative lock").len(),
+        }
+    }
+
+    /// Bookkeeping after a per-document change to `containers`.
+    fn changed(&self, state: &mut State, containers: Vec<String>) {
+        let mut index = (**self.index.load()).clone();
+        let mut negative = self.negative.lock().expect("negative lock");
+        for c in &containers {
+            state.touch(c);
+            negative.remove(c);
+            index = index.with_container(c, state.container_configs(c));
+        }
+        drop(negative);
+        self.index.store(Arc::new(index));
+        state.last_change_at = Some(SystemTime::now());
+        self.metrics
+            .counters
+            .cache_invalidations
+            .fetch_add(1, Relaxed);
+        self.publish_health(state);
+    }
+
+    fn publish_health(&self, state: &State) {
+        self.metrics
+            .counters
+            .cache_size
+            .store(state.configs.len() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

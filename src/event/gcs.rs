@@ -1,0 +1,286 @@
+//! Google Cloud Storage Pub/Sub notifications (JSON_API_V1 payload).
+//!
+//! The message body is the object resource (`{"kind": "storage#object", "bucket", "name",
+//! "size", ...}`) and the event type travels in the Pub/Sub attribute, forwarded as the
+//! `eventType` message header: `OBJECT_FINALIZE` is a created object; `OBJECT_DELETE`,
+//! `OBJECT_ARCHIVE` and `OBJECT_METADATA_UPDATE` are not. `size` is a decimal string in the
+//! JSON API (a number is accepted too). The resource `id` (`bucket/name/generation`) is the
+//! event id; without it the id is derived from the raw JSON.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    derive_id, first_byte, malformed, no_id, object, opt_str, opt_string, record, req_non_empty,
+    unsupported, BlobEvent, EventError, EventFormat, Raw, RecordError, RecordResult,
+};
+
+/// The header value of a created object.
+const OBJECT_FINALIZE: &str = "OBJECT_FINALIZE";
+
+#[derive(Deserialize)]
+struct Resource<'a> {
+    #[serde(borrow)]
+    id: Raw<'a>,
+    #[serde(borrow)]
+    bucket: Raw<'a>,
+    #[serde(borrow)]
+    name: Raw<'a>,
+    #[serde(borrow)]
+    size: Raw<'a>,
+    #[serde(borrow)]
+    etag: Raw<'a>,
+    #[serde(rename = "contentType", borrow)]
+    content_type: Raw<'a>,
+    #[serde(rename = "timeCreated", borrow)]
+    time_created: Raw<'a>,
+    #[serde(borrow)]
+    updated: Raw<'a>,
+}
+
+/// Parses a GCS object resource; `raw` is the whole object, `header_event_type` the
+/// notification's `eventType`.
+pub(super) fn parse(raw: &RawValue, header_event_type: Option<&str>) -> RecordResult {
+    let res: Resource = object(raw, "event").map_err(no_id)?;
+    let own_id = opt_str(res.id, "id")
+        .map_err(no_id)?
+        .filter(|id| !id.is_empty());
+    let fail = |error| RecordError {
+        error,
+        event_id: own_id.as_deref().map(str::to_owned),
+    };
+    let event_type = match header_event_type {
+        Some(OBJECT_FINALIZE) => OBJECT_FINALIZE,
+        Some(other) => {
+            return Err(fail(unsupported(format!(
+                "GCS event type `{other}` is not a blob-created event"
+            ))))
+        }
+        None => {
+            return Err(fail(unsupported(
+                "GCS notification without eventType header",
+            )))
+        }
+    };
+    let event = BlobEvent {
+        id: match &own_id {
+            Some(id) => id.clone().into_owned(),
+            None => derive_id(EventFormat::Gcs, raw),
+        },
+        format: EventFormat::Gcs,
+        event_type: event_type.to_owned(),
+        account: None,
+        container: req_non_empty(res.bucket, "bucket")
+            .map_err(&fail)?
+            .into_owned(),
+        path: req_non_empty(res.name, "name").map_err(&fail)?.into_owned(),
+        size: size(res.size).map_err(&fail)?,
+        etag: opt_string(res.etag, "etag").map_err(&fail)?,
+        content_type: opt_string(res.content_type, "contentType").map_err(&fail)?,
+        event_time: match opt_string(res.time_created, "timeCreated").map_err(&fail)? {
+            Some(time) => Some(time),
+            None => opt_string(res.updated, "updated").map_err(&fail)?,
+        },
+    };
+    Ok(record(event, raw))
+}
+
+/// `size`: a decimal string (as the JSON API sends it) or a number.
+fn size(value: Raw<'_>) -> Result<Option<u64>, EventError> {
+    const BAD: &str = "field `size` must be a non-negative integer or a decimal string";
+    let Some(raw) = value else { return Ok(None) };
+    if first_byte(raw) == b'"' {
+        let text = opt_str(Some(raw), "size")?.unwrap_or_default();
+        text.parse::<u64>().map(Some).map_err(|_| malformed(BAD))
+    } else {
+        serde_json::from_str::<u64>(raw.get())
+            .map(Some)
+            .map_err(|_| malformed(BAD))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse as parse_message;
+    use super::*;
+
+    const CREATED: &[u8] = include_bytes!("../../fixtures/events/gcs.json");
+    const ID: &str =
+        "qc-analyzer-landing/results/plantation-7/tea/batch-0042.json/1715678497512345";
+
+    fn single(body: &[u8], header: Option<&str>) -> RecordResult {
+        let mut results = parse_message(body, header);
+        assert_eq!(results.len(), 1);
+        results.pop().unwrap()
+    }
+
+    fn with_field(field: &str, value: Option<serde_json::Value>) -> Vec<u8> {
+        let mut resource: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
+        let map = resource.as_object_mut().unwrap();
+        match value {
+            Some(value) => map.insert(field.to_owned(), value),
+            None => map.remove(field),
+        };
+        serde_json::to_vec(&resource).unwrap()
+    }
+
+    fn expected() -> BlobEvent {
+        BlobEvent {
+            id: ID.into(),
+            format: EventFormat::Gcs,
+            event_type: "OBJECT_FINALIZE".into(),
+            account: None,
+            container: "qc-analyzer-landing".into(),
+            path: "results/plantation-7/tea/batch-0042.json".into(),
+            size: Some(18234),
+            etag: Some("CJnP3Kz7nIYDEAE=".into()),
+            content_type: Some("application/json".into()),
+            event_time: Some("2024-05-14T09:21:37.518Z".into()),
+        }
+    }
+
+    #[test]
+    fn finalize_fixture_parses() {
+        let record = single(CREATED, Some("OBJECT_FINALIZE")).unwrap();
+        assert_eq!(record.event, expected());
+        let original: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
+        let raw: serde_json::Value = serde_json::from_str(record.raw.get()).unwrap();
+        assert_eq!(raw, original);
+    }
+
+    #[test]
+    fn other_event_types_are_unsupported_with_id() {
+        let err = single(CREATED, Some("OBJECT_DELETE")).unwrap_err();
+        assert_eq!(
+            err,
+            RecordError {
+                error: EventError::Unsupported(
+                    "GCS event type `OBJECT_DELETE` is not a blob-created event".into()
+                ),
+                event_id: Some(ID.into()),
+            }
+        );
+    }
+
+    #[test]
+    fn missing_header_is_unsupported() {
+        let err = single(CREATED, None).unwrap_err();
+        assert_eq!(
+            err.error,
+            EventError::Unsupported("GCS notification without eventType header".into())
+        );
+        assert_eq!(err.event_id.as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn size_may_be_a_number() {
+        let record = single(
+            &with_field("size", Some(18234.into())),
+            Some("OBJECT_FINALIZE"),
+        )
+        .unwrap();
+        assert_eq!(record.event.size, Some(18234));
+    }
+
+    #[test]
+    fn bad_sizes_are_malformed() {
+        for value in [
+            serde_json::json!("12kB"),
+            serde_json::json!("-1"),
+            serde_json::json!("99999999999999999999999"),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!([]),
+        ] {
+            let err =
+                single(&with_field("size", Some(value)), Some("OBJECT_FINALIZE")).unwrap_err();
+            assert_eq!(
+                err.error,
+                EventError::Malformed(
+                    "field `size` must be a non-negative integer or a decimal string".into()
+                )
+            );
+            assert_eq!(err.event_id.as_deref(), Some(ID));
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_malformed_naming_the_field() {
+        for (field, value, detail, id) in [
+            (
+                "bucket",
+                serde_json::json!(1),
+                "field `bucket` must be a string",
+                Some(ID),
+            ),
+            (
+                "name",
+                serde_json::json!({}),
+                "field `name` must be a string",
+                Some(ID),
+            ),
+            (
+                "name",
+                serde_json::json!(""),
+                "field `name` must not be empty",
+                Some(ID),
+            ),
+            (
+                "etag",
+                serde_json::json!(false),
+                "field `etag` must be a string",
+                Some(ID),
+            ),
+            (
+                "timeCreated",
+                serde_json::json!(0),
+                "field `timeCreated` must be a string",
+                Some(ID),
+            ),
+            (
+                "id",
+                serde_json::json!(5),
+                "field `id` must be a string",
+                None,
+            ),
+        ] {
+            let err = single(&with_field(field, Some(value)), Some("OBJECT_FINALIZE")).unwrap_err();
+            assert_eq!(err.error, EventError::Malformed(detail.into()), "{field}");
+            assert_eq!(err.event_id.as_deref(), id, "{field}");
+        }
+    }
+
+    #[test]
+    fn without_id_the_id_is_derived_and_stable() {
+        let body = with_field("id", None);
+        let first = single(&body, Some("OBJECT_FINALIZE")).unwrap();
+        let again = single(&body, Some("OBJECT_FINALIZE")).unwrap();
+        assert_eq!(first.event.id, again.event.id);
+        assert_eq!(first.event.id, derive_id(EventFormat::Gcs, &first.raw));
+        assert!(first.event.id.starts_with("gcs-"));
+        assert_eq!(
+            first.event,
+            BlobEvent {
+                id: first.event.id.clone(),
+                ..expected()
+            }
+        );
+    }
+
+    #[test]
+    fn updated_is_the_fallback_event_time() {
+        let mut resource: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
+        let map = resource.as_object_mut().unwrap();
+        map.remove("timeCreated");
+        map.insert("updated".into(), "2024-05-14T09:30:00.000Z".into());
+        let record = single(
+            &serde_json::to_vec(&resource).unwrap(),
+            Some("OBJECT_FINALIZE"),
+        )
+        .unwrap();
+        assert_eq!(
+            record.event.event_time.as_deref(),
+            Some("2024-05-14T09:30:00.000Z")
+        );
+    }
+}

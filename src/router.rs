@@ -1,0 +1,180 @@
+//! The routing decision: a pure function of (event, index snapshot). No I/O here, so the
+//! matching rules are tested directly; the miss path and publishing live in `pipeline`.
+//!
+//! Rules: the candidates are the container's enabled `blob_trigger` configs, already in
+//! match order (priority descending, then `_id`); a config naming an account only takes
+//! events from that account; the first whose pattern matches the whole path wins.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::cache::Index;
+use crate::config::SourceConfig;
+use crate::event::BlobEvent;
+
+/// The config an event matched, with the fields its pattern extracted.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub config: Arc<SourceConfig>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// First matching config for `event`, or `None` (a miss).
+pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
+    index
+        .candidates(&event.container)
+        .iter()
+        .filter(|c| c.account.is_none() || c.account == event.account)
+        .find_map(|c| {
+            c.match_path(&event.path).map(|fields| Match {
+                config: c.clone(),
+                metadata: fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        })
+}
+
+/// The routed message body.
+#[derive(Serialize)]
+pub struct Envelope<'a> {
+    pub source_id: &'a str,
+    pub config_version: i64,
+    #[serde(serialize_with = "as_map")]
+    pub metadata: &'a [(String, String)],
+    pub event: &'a BlobEvent,
+    pub raw: &'a RawValue,
+}
+
+fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(fields.iter().map(|(k, v)| (k, v)))
+}
+
+impl Match {
+    pub fn envelope<'a>(&'a self, event: &'a BlobEvent, raw: &'a RawValue) -> Envelope<'a> {
+        Envelope {
+            source_id: &self.config.id,
+            config_version: self.config.version,
+            metadata: &self.metadata,
+            event,
+            raw,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventFormat;
+    use serde_json::json;
+
+    fn config(doc: serde_json::Value) -> Arc<SourceConfig> {
+        Arc::new(SourceConfig::from_value(&doc, "blob.routed").expect("valid config"))
+    }
+
+    fn cfg(id: &str, container: &str, pattern: Option<&str>, priority: i64) -> Arc<SourceConfig> {
+        let mut doc = json!({
+            "_id": id, "priority": priority,
+            "ingestion": {"mode": "blob_trigger", "landing_container": container}
+        });
+        if let Some(p) = pattern {
+            doc["ingestion"]["path_pattern"] = json!({"pattern": p});
+        }
+        config(doc)
+    }
+
+    fn event(container: &str, path: &str, account: Option<&str>) -> BlobEvent {
+        BlobEvent {
+            id: "e1".into(),
+            format: EventFormat::EventGrid,
+            event_type: "Microsoft.Storage.BlobCreated".into(),
+            account: account.map(str::to_string),
+            container: container.into(),
+            path: path.into(),
+            size: Some(1),
+            etag: None,
+            content_type: None,
+            event_time: None,
+        }
+    }
+
+    #[test]
+    fn first_match_in_priority_then_id_order_wins() {
+        let configs = [
+            cfg("b-low", "c", Some("**"), 0),
+            cfg("a-low", "c", Some("**"), 0),
+            cfg("high", "c", Some("special/**"), 10),
+        ];
+        let index = Index::build(configs.iter());
+        let m = decide(&event("c", "special/x.json", None), &index).unwrap();
+        assert_eq!(m.config.id, "high");
+        let m = decide(&event("c", "other/x.json", None), &index).unwrap();
+        assert_eq!(
+            m.config.id, "a-low",
+            "equal priority falls back to _id order"
+        );
+    }
+
+    #[test]
+    fn extracted_fields_are_returned_in_order() {
+        let c = cfg(
+            "qc",
+            "landing",
+            Some("results/{plantation_id}/{crop}/{batch_id}.json"),
+            0,
+        );
+        let index = Index::build([&c]);
+        let m = decide(&event("landing", "results/p7/tea/b42.json", None), &index).unwrap();
+        assert_eq!(
+            m.metadata,
+            vec![
+                ("plantation_id".to_string(), "p7".to_string()),
+                ("crop".to_string(), "tea".to_string()),
+                ("batch_id".to_string(), "b42".to_string()),
+            ]
+        );
+        assert!(decide(&event("landing", "results/p7/tea.json", None), &index).is_none());
+        assert!(decide(&event("other", "results/p7/tea/b42.json", None), &index).is_none());
+    }
+
+    #[test]
+    fn disabled_and_other_modes_are_never_candidates() {
+        let disabled = config(json!({"_id": "d", "enabled": false,
+            "ingestion": {"mode": "blob_trigger", "landing_container": "c"}}));
+        let pull = config(json!({"_id": "p",
+            "ingestion": {"mode": "scheduled_pull", "landing_container": "c"}}));
+        let index = Index::build([&disabled, &pull]);
+        assert!(decide(&event("c", "x", None), &index).is_none());
+    }
+
+    #[test]
+    fn account_restricts_when_the_config_names_one() {
+        let acct = config(json!({"_id": "a",
+            "ingestion": {"mode": "blob_trigger", "landing_container": "c", "account": "prod"}}));
+        let index = Index::build([&acct]);
+        assert!(decide(&event("c", "x", Some("prod")), &index).is_some());
+        assert!(decide(&event("c", "x", Some("dev")), &index).is_none());
+        assert!(decide(&event("c", "x", None), &index).is_none());
+    }
+
+    #[test]
+    fn no_pattern_matches_every_path_and_envelope_has_the_contract_shape() {
+        let c = cfg("all", "c", None, 0);
+        let index = Index::build([&c]);
+        let ev = event("c", "deep/er/path.bin", None);
+        let m = decide(&ev, &index).unwrap();
+        assert!(m.metadata.is_empty());
+        let raw = RawValue::from_string(r#"{"k":1}"#.into()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&m.envelope(&ev, &raw)).unwrap()).unwrap();
+        assert_eq!(body["source_id"], "all");
+        assert_eq!(body["config_version"], 0);
+        assert_eq!(body["metadata"], json!({}));
+        assert_eq!(body["event"]["path"], "deep/er/path.bin");
+        assert_eq!(body["event"]["format"], "event_grid");
+        assert_eq!(body["raw"], json!({"k": 1}));
+    }
+}

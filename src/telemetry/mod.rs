@@ -1,0 +1,81 @@
+//! Logs and metrics set up in one place. Logs go through `tracing` (pretty or JSON);
+//! metrics through OpenTelemetry, read by the Prometheus registry behind `/metrics` and,
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exported over OTLP/HTTP as well.
+
+pub mod metrics;
+
+use std::sync::Arc;
+
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+use metrics::Metrics;
+
+/// Installs the global log subscriber. Safe to call once per process.
+pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
+/// The metrics pipeline: keep it alive for the life of the process and call
+/// [`Telemetry::shutdown`] at the end so OTLP flushes its last batch.
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+}
+
+impl Telemetry {
+    pub fn init() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let prom = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .without_target_info()
+            .build()?;
+        let mut builder = SdkMeterProvider::builder().with_reader(prom);
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .build()
+                .map_err(|e| anyhow::anyhow!("OTLP metric exporter: {e}"))?;
+            builder = builder.with_periodic_exporter(exporter);
+            tracing::info!("exporting metrics over OTLP");
+        }
+        let provider = builder.build();
+        let metrics = Metrics::new(&provider.meter("blob-router"));
+        Ok(Self {
+            metrics,
+            registry,
+            provider,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(registry: &prometheus::Registry) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!(error = %e, "metrics shutdown");
+        }
+    }
+}
