@@ -1,1 +1,229 @@
+//! Cache behaviour without I/O: per-document changes, reloads and drift, refusals, and
+//! the miss path's single flight and negative answers.
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::miss::{MissResolver, Resolution};
+use super::*;
+use crate::source::{ChangeFeed, ConfigSource, SourceError};
+use crate::telemetry::metrics::Metrics;
+
+fn doc(id: &str, container: &str, version: i64) -> Value {
+    json!({"_id": id, "version": version,
+           "ingestion": {"mode": "blob_trigger", "landing_container": container}})
+}
+
+fn cache() -> ConfigCache {
+    let c = ConfigCache::new(Metrics::detached(), "blob.routed");
+    c.set_feed_status(true, None);
+    c
+}
+
+fn ids(cache: &ConfigCache, container: &str) -> Vec<String> {
+    cache
+        .load()
+        .candidates(container)
+        .iter()
+        .map(|c| c.id.clone())
+        .collect()
+}
+
+#[test]
+fn upsert_and_delete_touch_only_their_container() {
+    let cache = cache();
+    cache.reset(vec![doc("a", "c1", 1), doc("b", "c2", 1)]);
+    let before = cache.load();
+    let c2_before = before.candidates("c2")[0].clone();
+    cache.upsert(&doc("a2", "c1", 1));
+    assert_eq!(ids(&cache, "c1"), vec!["a", "a2"]);
+    assert!(
+        Arc::ptr_eq(&cache.load().candidates("c2")[0], &c2_before),
+        "c2 untouched"
+    );
+    let old: Vec<_> = before
+        .candidates("c1")
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    assert_eq!(old, vec!["a"], "readers keep their snapshot");
+    cache.delete("a");
+    assert_eq!(ids(&cache, "c1"), vec!["a2"]);
+    assert_eq!(cache.health().cache_size, 2);
+}
+
+#[test]
+fn moving_a_config_to_another_container_removes_it_from_the_old_one() {
+    let cache = cache();
+    cache.reset(vec![doc("a", "c1", 1)]);
+    cache.upsert(&doc("a", "c2", 2));
+    assert!(ids(&cache, "c1").is_empty());
+    assert_eq!(ids(&cache, "c2"), vec!["a"]);
+}
+
+#[test]
+fn an_identical_document_keeps_its_compiled_config() {
+    let cache = cache();
+    cache.reset(vec![doc("a", "c1", 1)]);
+    let first = cache.load().candidates("c1")[0].clone();
+    cache.upsert(&doc("a", "c1", 1));
+    assert!(Arc::ptr_eq(&first, &cache.load().candidates("c1")[0]));
+    cache.upsert(&doc("a", "c1", 2));
+    assert_eq!(cache.load().candidates("c1")[0].version, 2);
+}
+
+#[test]
+fn an_invalid_update_is_refused_and_replaces_the_old_version() {
+    let cache = cache();
+    cache.reset(vec![doc("a", "c1", 1)]);
+    let bad = json!({"_id": "a", "ingestion": {"mode": "blob_trigger", "landing_container": "c1",
+                     "path_pattern": {"pattern": "x/{unclosed"}}});
+    cache.upsert(&bad);
+    assert!(ids(&cache, "c1").is_empty());
+    let health = cache.health();
+    assert_eq!(health.refused.len(), 1);
+    assert_eq!(health.refused[0].id.as_deref(), Some("a"));
+    assert_eq!(cache.metrics().counters.configs_refused.load(SeqCst), 1);
+    // Fixing it clears the refusal.
+    cache.upsert(&doc("a", "c1", 2));
+    assert!(cache.health().refused.is_empty());
+    assert_eq!(ids(&cache, "c1"), vec!["a"]);
+}
+
+#[test]
+fn reset_reports_drift_and_keeps_unchanged_configs() {
+    let cache = cache();
+    assert_eq!(cache.reset(vec![doc("a", "c", 1), doc("b", "c", 1)]), 2);
+    let a = cache.load().candidates("c")[0].clone();
+    assert_eq!(cache.reset(vec![doc("a", "c", 1), doc("b", "c", 1)]), 0);
+    assert!(Arc::ptr_eq(&a, &cache.load().candidates("c")[0]));
+    // b changed, a removed, d added.
+    assert_eq!(cache.reset(vec![doc("b", "c", 2), doc("d", "c", 1)]), 3);
+    assert_eq!(ids(&cache, "c"), vec!["b", "d"]);
+}
+
+#[test]
+fn disabled_configs_are_cached_but_never_candidates() {
+    let cache = cache();
+    let mut d = doc("a", "c", 1);
+    d["enabled"] = json!(false);
+    cache.reset(vec![d]);
+    assert!(ids(&cache, "c").is_empty());
+    assert_eq!(cache.health().cache_size, 1);
+}
+
+#[test]
+fn merge_is_skipped_when_a_newer_change_arrived_during_the_read() {
+    let cache = cache();
+    cache.reset(vec![]);
+    let at = cache.generation("c");
+    cache.upsert(&doc("new", "c", 1)); // arrives from the feed while the read runs
+    assert!(
+        !cache.merge_container("c", vec![], at),
+        "stale answer must not win"
+    );
+    assert_eq!(ids(&cache, "c"), vec!["new"]);
+    assert!(!cache.is_negative("c"));
+}
+
+#[test]
+fn merge_applies_the_answer_and_remembers_it_while_the_feed_is_healthy() {
+    let cache = cache();
+    cache.reset(vec![doc("stale", "c", 1)]);
+    let at = cache.generation("c");
+    assert!(cache.merge_container("c", vec![doc("fresh", "c", 1)], at));
+    assert_eq!(ids(&cache, "c"), vec!["fresh"]);
+    assert!(cache.is_negative("c"));
+    // Any change to the container forgets the remembered answer.
+    cache.upsert(&doc("other", "c", 1));
+    assert!(!cache.is_negative("c"));
+    // And nothing is remembered while the feed is down.
+    cache.set_feed_status(false, Some("down".into()));
+    let at = cache.generation("c");
+    assert!(cache.merge_container("c", vec![], at));
+    assert!(!cache.is_negative("c"));
+}
+
+/// A source that counts forced reads and answers slowly, so misses pile up on one read.
+struct CountingSource {
+    reads: AtomicUsize,
+    answer: Vec<Value>,
+}
+
+#[async_trait]
+impl ConfigSource for CountingSource {
+    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
+    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+        Ok(self.answer.clone())
+    }
+    async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError> {
+        self.reads.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(self
+            .answer
+            .iter()
+            .filter(|d| crate::source::landing_container(d) == Some(container))
+            .cloned()
+            .collect())
+    }
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_10000_misses_on_one_container_makes_one_read() {
+    let cache = Arc::new(cache());
+    cache.reset(vec![]);
+    let source = Arc::new(CountingSource {
+        reads: AtomicUsize::new(0),
+        answer: vec![],
+    });
+    let resolver = Arc::new(MissResolver::new(cache.clone(), source.clone(), 4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10_000 {
+        let r = resolver.clone();
+        tasks.spawn(async move { r.resolve("unknown").await.unwrap() });
+    }
+    let mut read = 0;
+    while let Some(res) = tasks.join_next().await {
+        if res.unwrap() == Resolution::Read {
+            read += 1;
+        }
+    }
+    assert_eq!(
+        source.reads.load(SeqCst),
+        1,
+        "one forced read for the whole burst"
+    );
+    // Those that arrived after the read answered were served from the remembered answer.
+    assert!(read >= 1);
+    assert_eq!(
+        resolver.resolve("unknown").await.unwrap(),
+        Resolution::Remembered
+    );
+    assert_eq!(source.reads.load(SeqCst), 1);
+    assert_eq!(cache.metrics().counters.forced_reads.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_forced_read_finds_a_config_the_cache_missed() {
+    let cache = Arc::new(cache());
+    cache.reset(vec![]);
+    let source = Arc::new(CountingSource {
+        reads: AtomicUsize::new(0),
+        answer: vec![doc("late", "c", 1)],
+    });
+    let resolver = MissResolver::new(cache.clone(), source.clone(), 4);
+    assert_eq!(resolver.resolve("c").await.unwrap(), Resolution::Read);
+    assert_eq!(ids(&cache, "c"), vec!["late"]);
+    // Different containers are read separately.
+    resolver.resolve("d").await.unwrap();
+    assert_eq!(source.reads.load(SeqCst), 2);
+}

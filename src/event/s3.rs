@@ -234,7 +234,8 @@ mod tests {
                 .collect()
         };
         let first = ids(S3);
-        assert_eq!(first, ids(&S3.to_vec()));
+        let redelivered = S3.to_vec();
+        assert_eq!(first, ids(&redelivered));
         assert!(first
             .iter()
             .all(|id| id.starts_with("s3-") && id.len() == 35));
@@ -370,38 +371,39 @@ mod tests {
 
     #[test]
     fn wrong_types_are_malformed_naming_the_field() {
-        let cases: [(&dyn Fn(&mut serde_json::Value), &str); 9] = [
+        type Mutation = fn(&mut serde_json::Value);
+        let cases: [(Mutation, &str); 9] = [
             (
-                &|r| r["eventSource"] = 1.into(),
+                |r| r["eventSource"] = 1.into(),
                 "field `eventSource` must be a string",
             ),
             (
-                &|r| r["eventName"] = serde_json::json!(null),
+                |r| r["eventName"] = serde_json::json!(null),
                 "missing field `eventName`",
             ),
             (
-                &|r| r["eventName"] = serde_json::json!([]),
+                |r| r["eventName"] = serde_json::json!([]),
                 "field `eventName` must be a string",
             ),
-            (&|r| r["s3"] = "x".into(), "field `s3` must be an object"),
+            (|r| r["s3"] = "x".into(), "field `s3` must be an object"),
             (
-                &|r| r["s3"]["bucket"]["name"] = 7.into(),
+                |r| r["s3"]["bucket"]["name"] = 7.into(),
                 "field `s3.bucket.name` must be a string",
             ),
             (
-                &|r| r["s3"]["object"]["key"] = true.into(),
+                |r| r["s3"]["object"]["key"] = true.into(),
                 "field `s3.object.key` must be a string",
             ),
             (
-                &|r| r["s3"]["object"]["size"] = "12".into(),
+                |r| r["s3"]["object"]["size"] = "12".into(),
                 "field `s3.object.size` must be a non-negative integer",
             ),
             (
-                &|r| r["s3"]["object"]["eTag"] = 12.into(),
+                |r| r["s3"]["object"]["eTag"] = 12.into(),
                 "field `s3.object.eTag` must be a string",
             ),
             (
-                &|r| r["eventTime"] = 12.into(),
+                |r| r["eventTime"] = 12.into(),
                 "field `eventTime` must be a string",
             ),
         ];
