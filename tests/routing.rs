@@ -1,0 +1,255 @@
+//! End to end on a real nats-server: every input format routed with its metadata, every
+//! dead-letter reason with its headers and the original bytes, and config file edits
+//! taking effect without a restart.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const ROUTED: &str = "blob.routed.qc-analyzer";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_is_routed_with_its_metadata() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+
+    let inputs: [(&str, &str, &[(&str, &str)]); 6] = [
+        ("blob.events.azure", "events/eventgrid.json", &[]),
+        ("blob.events.azure", "events/eventgrid-array.json", &[]),
+        ("blob.events.azure", "events/cloudevents.json", &[]),
+        ("blob.events.aws", "events/s3.json", &[]),
+        ("blob.events.minio", "events/minio.json", &[]),
+        (
+            "blob.events.gcs",
+            "events/gcs.json",
+            &[("eventType", "OBJECT_FINALIZE")],
+        ),
+    ];
+    for (subject, file, headers) in inputs {
+        publish(&js, subject, fixture(file), headers).await;
+    }
+    // 1 + 2 + 1 + 2 + 1 + 1 records.
+    let (routed, dead) = wait_outputs(&js, 8, Duration::from_secs(30)).await;
+    assert_eq!((routed, dead), (8, 0), "logs:\n{}", worker.logs());
+
+    let out = read_all(&js, "BLOB_ROUTED").await;
+    let mut formats = HashSet::new();
+    let mut crops = HashSet::new();
+    for m in &out {
+        assert_eq!(m.subject, ROUTED);
+        let body = m.json();
+        assert_eq!(body["source_id"], "qc-analyzer-results");
+        assert_eq!(body["config_version"], 3);
+        assert_eq!(body["metadata"]["plantation_id"], "plantation-7");
+        assert!(body["metadata"]["batch_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("batch-004"));
+        crops.insert(body["metadata"]["crop"].as_str().unwrap().to_string());
+        assert_eq!(body["event"]["container"], "qc-analyzer-landing");
+        assert!(body["raw"].is_object(), "raw carries the original event");
+        let id = body["event"]["id"].as_str().unwrap();
+        assert_eq!(
+            m.header("Nats-Msg-Id"),
+            Some(format!("{id}:qc-analyzer-results").as_str())
+        );
+        assert_eq!(
+            m.header("Blob-Router-Source-Id"),
+            Some("qc-analyzer-results")
+        );
+        formats.insert(body["event"]["format"].as_str().unwrap().to_string());
+    }
+    let expected: HashSet<String> = ["event_grid", "cloud_events", "s3", "minio", "gcs"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(formats, expected);
+    assert!(
+        crops.contains("green tea"),
+        "S3 keys are URL-decoded with + as space: {crops:?}"
+    );
+    // The Event Grid events carry their storage account.
+    assert!(out
+        .iter()
+        .any(|m| m.json()["event"]["account"] == "qcanalyzerprod"));
+
+    assert_eq!(
+        worker
+            .metric("blob_router_events_total{outcome=\"routed\"}")
+            .await,
+        8.0
+    );
+    assert_eq!(worker.metric("source_config_cache_hits_total").await, 8.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_dead_letter_reason_keeps_the_original_bytes() {
+    let nats = NatsServer::start();
+    let mut yaml = String::from_utf8(fixture("configs.yaml")).unwrap();
+    yaml.push_str(
+        "\n- _id: nowhere\n  ingestion: {mode: blob_trigger, landing_container: nowhere-landing}\n  route: {subject: unstreamed.subject}\n",
+    );
+    let configs = ConfigFile::new(&yaml);
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+
+    let eventgrid = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
+    let unknown = eventgrid.replace("containers/qc-analyzer-landing", "containers/nobody-home");
+    let unstreamed = eventgrid.replace(
+        "containers/qc-analyzer-landing",
+        "containers/nowhere-landing",
+    );
+    let unmatched = eventgrid.replace("blobs/results/plantation-7", "blobs/elsewhere/plantation-7");
+    let cases: Vec<(Vec<u8>, Vec<(&str, &str)>, &str)> = vec![
+        (fixture("events/not-json.txt"), vec![], "malformed_event"),
+        (b"".to_vec(), vec![], "malformed_event"),
+        (br#"{"hello":"world"}"#.to_vec(), vec![], "malformed_event"),
+        (
+            fixture("events/eventgrid-deleted.json"),
+            vec![],
+            "unsupported_event_type",
+        ),
+        (
+            fixture("events/gcs.json"),
+            vec![("eventType", "OBJECT_DELETE")],
+            "unsupported_event_type",
+        ),
+        (unknown.into_bytes(), vec![], "no_matching_config"),
+        (unmatched.into_bytes(), vec![], "no_matching_config"),
+        (unstreamed.into_bytes(), vec![], "no_stream_for_subject"),
+    ];
+    for (i, (body, headers, _)) in cases.iter().enumerate() {
+        publish(&js, &format!("blob.events.case{i}"), body.clone(), headers).await;
+    }
+    let (routed, dead) = wait_outputs(&js, cases.len() as u64, Duration::from_secs(30)).await;
+    assert_eq!(
+        (routed, dead),
+        (0, cases.len() as u64),
+        "logs:\n{}",
+        worker.logs()
+    );
+
+    let out = read_all(&js, "BLOB_DLQ").await;
+    for (i, (body, _, reason)) in cases.iter().enumerate() {
+        let original = format!("blob.events.case{i}");
+        let m = out
+            .iter()
+            .find(|m| m.header("Blob-Router-Original-Subject") == Some(original.as_str()))
+            .unwrap_or_else(|| panic!("no dead letter for case {i}"));
+        assert_eq!(&m.payload, body, "case {i}: original bytes unchanged");
+        assert_eq!(m.subject, format!("blob.dlq.{reason}"), "case {i}");
+        assert_eq!(m.header("Blob-Router-Reason"), Some(*reason), "case {i}");
+        assert!(
+            !m.header("Blob-Router-Detail").unwrap_or("").is_empty(),
+            "case {i}"
+        );
+        assert!(
+            m.header("Blob-Router-Received-At").unwrap().contains('T'),
+            "case {i}"
+        );
+        assert!(
+            m.header("Nats-Msg-Id").unwrap().starts_with("dlq:"),
+            "case {i}"
+        );
+        if *reason == "no_matching_config" || *reason == "no_stream_for_subject" {
+            assert!(
+                m.header("Blob-Router-Event-Id").is_some(),
+                "case {i}: event id known"
+            );
+        }
+    }
+    let detail = |reason: &str| -> String {
+        out.iter()
+            .find(|m| m.header("Blob-Router-Reason") == Some(reason))
+            .unwrap()
+            .header("Blob-Router-Detail")
+            .unwrap()
+            .to_string()
+    };
+    assert!(detail("no_stream_for_subject").contains("unstreamed.subject"));
+    assert_eq!(
+        worker
+            .metric("blob_router_dead_letters_total{reason=\"malformed_event\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        worker
+            .metric("blob_router_events_total{outcome=\"dead_lettered\"}")
+            .await,
+        cases.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_config_file_changes_routing_without_restart() {
+    let nats = NatsServer::start();
+    let v1 = "- _id: edit-me\n  version: 1\n  ingestion: {mode: blob_trigger, landing_container: qc-analyzer-landing}\n  route: {subject: blob.routed.first}\n";
+    let configs = ConfigFile::new(v1);
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+
+    publish(&js, "blob.events.x", fixture("events/eventgrid.json"), &[]).await;
+    wait_outputs(&js, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        read_all(&js, "BLOB_ROUTED").await[0].subject,
+        "blob.routed.first"
+    );
+
+    configs.replace(
+        &v1.replace("version: 1", "version: 2")
+            .replace("blob.routed.first", "blob.routed.second"),
+    );
+    // Poll /health/cache until the edit is applied, then route again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = worker.get("/health/cache").await.unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["last_change_at"] != v["last_full_load_at"] && v["cache_size"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edit never applied: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cloud = fixture("events/cloudevents.json");
+    publish(&js, "blob.events.x", cloud, &[]).await;
+    wait_outputs(&js, 2, Duration::from_secs(20)).await;
+    let subjects: Vec<String> = read_all(&js, "BLOB_ROUTED")
+        .await
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(subjects, vec!["blob.routed.first", "blob.routed.second"]);
+
+    // A broken edit keeps the last good configs and is reported.
+    configs.replace("- _id: [unclosed\n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = worker.get("/health/cache").await.unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["source_error"].is_string() {
+            assert_eq!(v["cache_size"], 1, "last good configs kept");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broken file never reported: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish(&js, "blob.events.x", fixture("events/minio.json"), &[]).await;
+    wait_outputs(&js, 3, Duration::from_secs(20)).await;
+    assert_eq!(count(&js, "BLOB_ROUTED").await, 3);
+}
