@@ -1,0 +1,229 @@
+//! Faults and lifecycle on a real nats-server: a mixed burst accounted for exactly once,
+//! a worker killed with SIGKILL mid-burst and restarted, graceful SIGTERM, and readiness
+//! following the NATS connection.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use support::*;
+
+/// `n` distinct inputs: 3 of 5 routable, 1 of 5 malformed, 1 of 5 for an unknown
+/// container. Returns (routed, dead-lettered) expected.
+async fn publish_mixed(js: &async_nats::jetstream::Context, n: usize) -> (u64, u64) {
+    let template = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
+    let (mut routed, mut dead) = (0, 0);
+    let mut acks = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = match i % 5 {
+            0..=2 => {
+                routed += 1;
+                template
+                    .replace(
+                        "831e1650-001e-001b-66ab-eeb76e069631",
+                        &format!("burst-{i}"),
+                    )
+                    .replace("batch-0042", &format!("batch-{i}"))
+            }
+            3 => {
+                dead += 1;
+                format!("not json #{i}")
+            }
+            _ => {
+                dead += 1;
+                template
+                    .replace(
+                        "831e1650-001e-001b-66ab-eeb76e069631",
+                        &format!("burst-{i}"),
+                    )
+                    .replace(
+                        "containers/qc-analyzer-landing",
+                        "containers/unknown-landing",
+                    )
+            }
+        };
+        acks.push(
+            js.publish(format!("blob.events.burst.{i}"), body.into())
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    (routed, dead)
+}
+
+fn assert_unique_ids(routed: &[Out], dead: &[Out]) {
+    let ids: HashSet<&str> = routed
+        .iter()
+        .chain(dead)
+        .map(|m| m.header("Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        routed.len() + dead.len(),
+        "no output appears twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_burst_is_accounted_for_exactly_once() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+
+    let (routed, dead) = publish_mixed(&js, 3000).await;
+    assert!(
+        wait_drained(&js, Duration::from_secs(120)).await,
+        "logs:\n{}",
+        worker.logs()
+    );
+    let (r, d) = wait_outputs(&js, routed + dead, Duration::from_secs(10)).await;
+    assert_eq!((r, d), (routed, dead));
+    let (out_r, out_d) = (
+        read_all(&js, "BLOB_ROUTED").await,
+        read_all(&js, "BLOB_DLQ").await,
+    );
+    assert_unique_ids(&out_r, &out_d);
+    assert_eq!(
+        worker
+            .metric("blob_router_events_total{outcome=\"routed\"}")
+            .await,
+        routed as f64
+    );
+    assert_eq!(
+        worker
+            .metric("blob_router_events_total{outcome=\"dead_lettered\"}")
+            .await,
+        dead as f64
+    );
+    // 600 events for one unknown container cost one forced read, not 600.
+    assert_eq!(worker.metric("source_config_forced_reads_total").await, 1.0);
+    assert_eq!(
+        worker.metric("source_config_cache_misses_total").await,
+        600.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_burst_then_restart_loses_and_duplicates_nothing() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let js = nats.jetstream().await;
+    // Streams first, so the burst is stored before any worker runs.
+    // A short ack wait (set when the durable consumer is created) brings the dead
+    // worker's unacked messages back quickly.
+    let flags = ["--concurrency", "16", "--ack-wait", "3s"];
+    let first = Worker::spawn(&nats.url(), &configs.path, &flags);
+    first.wait_ready().await;
+    drop(first); // SIGKILL while idle: no harm, and the streams and consumer exist.
+
+    let (routed, dead) = publish_mixed(&js, 4000).await;
+    let mut worker = Worker::spawn(&nats.url(), &configs.path, &flags);
+    worker.wait_ready().await;
+    // Kill it once it is well into the burst.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await;
+        if done >= (routed + dead) / 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress; logs:\n{}",
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.sigkill();
+    let at_kill = count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await;
+    assert!(at_kill < routed + dead, "killed mid-burst, not after it");
+
+    let restarted = Worker::spawn(&nats.url(), &configs.path, &flags);
+    restarted.wait_ready().await;
+    assert!(
+        wait_drained(&js, Duration::from_secs(180)).await,
+        "logs:\n{}",
+        restarted.logs()
+    );
+    let (r, d) = wait_outputs(&js, routed + dead, Duration::from_secs(10)).await;
+    assert_eq!((r, d), (routed, dead), "every event exactly once");
+    assert_unique_ids(
+        &read_all(&js, "BLOB_ROUTED").await,
+        &read_all(&js, "BLOB_DLQ").await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_exits_zero() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let mut worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+    let (routed, dead) = publish_mixed(&js, 500).await;
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(25))
+        .expect("exits within the shutdown bound");
+    assert_eq!(status.code(), Some(0));
+    // Whatever it finished is acked; the rest is still pending for the next worker.
+    let restarted = Worker::spawn(&nats.url(), &configs.path, &[]);
+    restarted.wait_ready().await;
+    assert!(wait_drained(&js, Duration::from_secs(60)).await);
+    let (r, d) = wait_outputs(&js, routed + dead, Duration::from_secs(10)).await;
+    assert_eq!((r, d), (routed, dead));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outage() {
+    let mut nats = NatsServer::start();
+    nats.kill();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    // Up but not ready while NATS is unreachable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while worker.get("/health/live").await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "HTTP never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(worker.get("/health/live").await.unwrap().0, 200);
+    assert_eq!(worker.get("/health/ready").await.unwrap().0, 503);
+
+    nats.restart();
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+    publish(&js, "blob.events.x", fixture("events/eventgrid.json"), &[]).await;
+    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(20)).await, (1, 0));
+
+    // NATS goes away: not ready; it comes back: ready again, and routing resumes.
+    nats.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while worker.get("/health/ready").await.map(|r| r.0) != Some(503) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready without NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nats.restart();
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+    publish(
+        &js,
+        "blob.events.x",
+        fixture("events/cloudevents.json"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        wait_outputs(&js, 2, Duration::from_secs(30)).await,
+        (2, 0),
+        "logs:\n{}",
+        worker.logs()
+    );
+}
