@@ -12,6 +12,9 @@ use support::*;
 
 const ROUTED: &str = "blob.routed.qc-analyzer";
 
+/// Input headers of one test message.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_is_routed_with_its_metadata() {
     let nats = NatsServer::start();
@@ -20,7 +23,7 @@ async fn every_format_is_routed_with_its_metadata() {
     worker.wait_ready().await;
     let js = nats.jetstream().await;
 
-    let inputs: [(&str, &str, &[(&str, &str)]); 6] = [
+    let inputs: [(&str, &str, Headers); 6] = [
         ("blob.events.azure", "events/eventgrid.json", &[]),
         ("blob.events.azure", "events/eventgrid-array.json", &[]),
         ("blob.events.azure", "events/cloudevents.json", &[]),
@@ -108,23 +111,23 @@ async fn each_dead_letter_reason_keeps_the_original_bytes() {
         "containers/nowhere-landing",
     );
     let unmatched = eventgrid.replace("blobs/results/plantation-7", "blobs/elsewhere/plantation-7");
-    let cases: Vec<(Vec<u8>, Vec<(&str, &str)>, &str)> = vec![
-        (fixture("events/not-json.txt"), vec![], "malformed_event"),
-        (b"".to_vec(), vec![], "malformed_event"),
-        (br#"{"hello":"world"}"#.to_vec(), vec![], "malformed_event"),
+    let cases: Vec<(Vec<u8>, Headers, &str)> = vec![
+        (fixture("events/not-json.txt"), &[], "malformed_event"),
+        (b"".to_vec(), &[], "malformed_event"),
+        (br#"{"hello":"world"}"#.to_vec(), &[], "malformed_event"),
         (
             fixture("events/eventgrid-deleted.json"),
-            vec![],
+            &[],
             "unsupported_event_type",
         ),
         (
             fixture("events/gcs.json"),
-            vec![("eventType", "OBJECT_DELETE")],
+            &[("eventType", "OBJECT_DELETE")],
             "unsupported_event_type",
         ),
-        (unknown.into_bytes(), vec![], "no_matching_config"),
-        (unmatched.into_bytes(), vec![], "no_matching_config"),
-        (unstreamed.into_bytes(), vec![], "no_stream_for_subject"),
+        (unknown.into_bytes(), &[], "no_matching_config"),
+        (unmatched.into_bytes(), &[], "no_matching_config"),
+        (unstreamed.into_bytes(), &[], "no_stream_for_subject"),
     ];
     for (i, (body, headers, _)) in cases.iter().enumerate() {
         publish(&js, &format!("blob.events.case{i}"), body.clone(), headers).await;

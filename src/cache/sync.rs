@@ -48,6 +48,8 @@ pub async fn maintain(
     stop: CancellationToken,
 ) {
     let counters = cache.metrics().counters.clone();
+    // The resync runs on its own clock: a steady trickle of changes must not postpone it.
+    let mut last_resync = tokio::time::Instant::now();
     loop {
         let active = counters.change_stream_active.load(Relaxed);
         let period = if active {
@@ -72,7 +74,10 @@ pub async fn maintain(
                     }
                 }
             },
-            _ = tokio::time::sleep(period) => reload(&cache, &*source, true).await,
+            _ = tokio::time::sleep_until(last_resync + period) => {
+                reload(&cache, &*source, true).await;
+                last_resync = tokio::time::Instant::now();
+            }
         }
     }
 }
@@ -127,4 +132,149 @@ async fn reopen(
     reload(cache, source, false).await;
     cache.set_feed_status(true, None);
     Some(feed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::{json, Value};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::telemetry::metrics::Metrics;
+
+    /// A source whose store and feed the test drives by hand.
+    #[derive(Default)]
+    struct Scripted {
+        docs: Mutex<Vec<Value>>,
+        feeds: Mutex<Vec<mpsc::Sender<Change>>>,
+        watches: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn set(&self, docs: Vec<Value>) {
+            *self.docs.lock().unwrap() = docs;
+        }
+        fn feed(&self) -> mpsc::Sender<Change> {
+            self.feeds.lock().unwrap().last().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl ConfigSource for Scripted {
+        async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+            self.watches.fetch_add(1, Relaxed);
+            let (tx, rx) = mpsc::channel(16);
+            self.feeds.lock().unwrap().push(tx);
+            Ok(rx)
+        }
+        async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+            Ok(self.docs.lock().unwrap().clone())
+        }
+        async fn read_container(&self, _: &str) -> Result<Vec<Value>, SourceError> {
+            unreachable!("not used by the maintainer")
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn doc(id: &str) -> Value {
+        json!({"_id": id, "ingestion": {"mode": "blob_trigger", "landing_container": "c"}})
+    }
+
+    fn ids(cache: &ConfigCache) -> Vec<String> {
+        cache
+            .load()
+            .candidates("c")
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn setup() -> (Arc<ConfigCache>, Arc<Scripted>, CancellationToken) {
+        let cache = Arc::new(ConfigCache::new(Metrics::detached(), "blob.routed"));
+        let source = Arc::new(Scripted::default());
+        source.set(vec![doc("a")]);
+        let feed = warm(&cache, &*source).await.unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(maintain(
+            cache.clone(),
+            source.clone(),
+            feed,
+            Duration::from_secs(300),
+            stop.clone(),
+        ));
+        (cache, source, stop)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_resync_repairs_and_counts_drift_despite_a_steady_trickle_of_changes() {
+        let (cache, source, stop) = setup().await;
+        assert_eq!(ids(&cache), vec!["a"]);
+        // The store gains `missed` without the feed saying so.
+        source.set(vec![doc("a"), doc("missed")]);
+        // Changes keep arriving more often than the TTL; the resync must still run.
+        for i in 0..11 {
+            source.feed().send(Change::Upsert(json!({"_id": format!("t{i}"), "ingestion": {"mode": "blob_trigger", "landing_container": "other"}}))).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            settle().await;
+        }
+        assert!(
+            ids(&cache).contains(&"missed".to_string()),
+            "resync found it"
+        );
+        assert!(cache.metrics().counters.drift.load(Relaxed) >= 1);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_request_reads_a_new_snapshot_without_counting_drift() {
+        let (cache, source, stop) = setup().await;
+        source.set(vec![doc("b")]);
+        source.feed().send(Change::Reload).await.unwrap();
+        settle().await;
+        assert_eq!(ids(&cache), vec!["b"]);
+        assert_eq!(cache.metrics().counters.drift.load(Relaxed), 0);
+        assert_eq!(
+            cache
+                .metrics()
+                .counters
+                .change_stream_restarts
+                .load(Relaxed),
+            1
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_feed_is_reopened_and_followed_by_a_reload() {
+        let (cache, source, stop) = setup().await;
+        source.set(vec![doc("a"), doc("while-down")]);
+        source.feeds.lock().unwrap().clear(); // drop every sender: the feed ends
+        settle().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(source.watches.load(Relaxed), 2, "reopened");
+        assert_eq!(ids(&cache), vec!["a", "while-down"]);
+        assert!(cache.health().change_stream_active);
+        // The new feed works.
+        source
+            .feed()
+            .send(Change::Delete("a".into()))
+            .await
+            .unwrap();
+        settle().await;
+        assert_eq!(ids(&cache), vec!["while-down"]);
+        stop.cancel();
+    }
 }

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    azure_blob_event, malformed, no_id, object, record, req_non_empty, req_str, unsupported,
-    with_id, AzureEvent, EventFormat, Raw, RecordResult, AZURE_BLOB_CREATED,
+    azure_blob_event, malformed, no_id, object, record, req_non_empty, req_str,
+    require_azure_created, with_id, AzureEvent, EventFormat, Raw, RecordResult,
 };
 
 #[derive(Deserialize)]
@@ -45,11 +45,7 @@ pub(super) fn parse(raw: &RawValue) -> RecordResult {
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "type").map_err(&fail)?;
     let source = req_non_empty(ev.source, "source").map_err(&fail)?;
-    if event_type != AZURE_BLOB_CREATED {
-        return Err(fail(unsupported(format!(
-            "event type `{event_type}` is not a blob-created event"
-        ))));
-    }
+    require_azure_created(&event_type).map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::CloudEvents,
         id: &id,
@@ -66,41 +62,16 @@ pub(super) fn parse(raw: &RawValue) -> RecordResult {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, BlobEvent, EventError, RecordError, RecordResult};
+    use super::super::testing::{json, malformed, raw_json, single, unsupported, with_field};
+    use super::super::BlobEvent;
     use super::*;
 
     const CREATED: &[u8] = include_bytes!("../../fixtures/events/cloudevents.json");
     const ID: &str = "9aeb0fdf-c01e-0131-0922-9eb54906e209";
 
-    fn single(body: &[u8]) -> RecordResult {
-        let mut results = parse(body, None);
-        assert_eq!(results.len(), 1);
-        results.pop().unwrap()
-    }
-
-    fn with_field(field: &str, value: Option<serde_json::Value>) -> Vec<u8> {
-        let mut event: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let map = event.as_object_mut().unwrap();
-        match value {
-            Some(value) => map.insert(field.to_owned(), value),
-            None => map.remove(field),
-        };
-        serde_json::to_vec(&event).unwrap()
-    }
-
-    fn malformed(result: RecordResult) -> (String, Option<String>) {
-        match result {
-            Err(RecordError {
-                error: EventError::Malformed(detail),
-                event_id,
-            }) => (detail, event_id),
-            other => panic!("expected Malformed, got {other:?}"),
-        }
-    }
-
     #[test]
     fn created_fixture_parses() {
-        let record = single(CREATED).unwrap();
+        let record = single(CREATED, None).unwrap();
         assert_eq!(
             record.event,
             BlobEvent {
@@ -116,25 +87,22 @@ mod tests {
                 event_time: Some("2024-05-14T09:22:05.1234567Z".into()),
             }
         );
-        let original: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let raw: serde_json::Value = serde_json::from_str(record.raw.get()).unwrap();
-        assert_eq!(raw, original);
+        assert_eq!(raw_json(&record), json(CREATED));
     }
 
     #[test]
     fn other_types_are_unsupported_with_id() {
-        let result = single(&with_field(
+        let deleted = with_field(
+            CREATED,
             "type",
             Some("Microsoft.Storage.BlobDeleted".into()),
-        ));
+        );
         assert_eq!(
-            result.unwrap_err(),
-            RecordError {
-                error: EventError::Unsupported(
-                    "event type `Microsoft.Storage.BlobDeleted` is not a blob-created event".into()
-                ),
-                event_id: Some(ID.into()),
-            }
+            unsupported(single(&deleted, None)),
+            (
+                "event type `Microsoft.Storage.BlobDeleted` is not a blob-created event".into(),
+                Some(ID.into())
+            )
         );
     }
 
@@ -142,14 +110,16 @@ mod tests {
     fn non_storage_event_without_subject_is_unsupported() {
         let body =
             br#"{"specversion":"1.0","id":"a1","type":"com.example.ping","source":"/example"}"#;
-        let err = single(body).unwrap_err();
-        assert!(matches!(err.error, EventError::Unsupported(_)), "{err:?}");
-        assert_eq!(err.event_id.as_deref(), Some("a1"));
+        let (_, id) = unsupported(single(body, None));
+        assert_eq!(id.as_deref(), Some("a1"));
     }
 
     #[test]
     fn specversion_must_be_1_0() {
-        let (detail, id) = malformed(single(&with_field("specversion", Some("0.3".into()))));
+        let (detail, id) = malformed(single(
+            &with_field(CREATED, "specversion", Some("0.3".into())),
+            None,
+        ));
         assert_eq!(
             (detail.as_str(), id),
             (
@@ -157,16 +127,19 @@ mod tests {
                 None
             )
         );
-        let (detail, _) = malformed(single(&with_field("specversion", Some(1.0.into()))));
+        let (detail, _) = malformed(single(
+            &with_field(CREATED, "specversion", Some(1.0.into())),
+            None,
+        ));
         assert_eq!(detail, "field `specversion` must be a string");
     }
 
     #[test]
     fn required_fields() {
-        let (detail, id) = malformed(single(&with_field("id", None)));
+        let (detail, id) = malformed(single(&with_field(CREATED, "id", None), None));
         assert_eq!((detail.as_str(), id), ("missing field `id`", None));
         for field in ["type", "source", "subject"] {
-            let (detail, id) = malformed(single(&with_field(field, None)));
+            let (detail, id) = malformed(single(&with_field(CREATED, field, None), None));
             assert_eq!(detail, format!("missing field `{field}`"));
             assert_eq!(id.as_deref(), Some(ID));
         }
@@ -211,7 +184,7 @@ mod tests {
                 "field `data.contentType` must be a string",
             ),
         ] {
-            let (got, id) = malformed(single(&with_field(field, Some(value))));
+            let (got, id) = malformed(single(&with_field(CREATED, field, Some(value)), None));
             assert_eq!(got, detail);
             assert_eq!(id.as_deref(), Some(ID));
         }
@@ -219,7 +192,11 @@ mod tests {
 
     #[test]
     fn non_storage_source_has_no_account() {
-        let record = single(&with_field("source", Some("/some/other/source".into()))).unwrap();
+        let record = single(
+            &with_field(CREATED, "source", Some("/some/other/source".into())),
+            None,
+        )
+        .unwrap();
         assert_eq!(record.event.account, None);
         assert_eq!(record.event.container, "qc-analyzer-landing");
     }

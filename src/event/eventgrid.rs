@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    azure_blob_event, no_id, object, opt_str, record, req_non_empty, req_str, unsupported, with_id,
-    AzureEvent, EventFormat, Raw, RecordResult, AZURE_BLOB_CREATED,
+    azure_blob_event, no_id, object, opt_str, record, req_non_empty, req_str,
+    require_azure_created, with_id, AzureEvent, EventFormat, Raw, RecordResult,
 };
 
 #[derive(Deserialize)]
@@ -36,11 +36,7 @@ pub(super) fn parse(raw: &RawValue) -> RecordResult {
     let id = req_non_empty(ev.id, "id").map_err(no_id)?;
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "eventType").map_err(&fail)?;
-    if event_type != AZURE_BLOB_CREATED {
-        return Err(fail(unsupported(format!(
-            "event type `{event_type}` is not a blob-created event"
-        ))));
-    }
+    require_azure_created(&event_type).map_err(&fail)?;
     let resource = opt_str(ev.topic, "topic").map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::EventGrid,
@@ -58,18 +54,15 @@ pub(super) fn parse(raw: &RawValue) -> RecordResult {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, BlobEvent, EventError, RecordError, RecordResult};
+    use super::super::testing::{
+        json, malformed, raw_json, single, unsupported, with_field, with_fields,
+    };
+    use super::super::{parse, BlobEvent};
     use super::*;
 
     const CREATED: &[u8] = include_bytes!("../../fixtures/events/eventgrid.json");
     const ARRAY: &[u8] = include_bytes!("../../fixtures/events/eventgrid-array.json");
     const DELETED: &[u8] = include_bytes!("../../fixtures/events/eventgrid-deleted.json");
-
-    fn single(body: &[u8]) -> RecordResult {
-        let mut results = parse(body, None);
-        assert_eq!(results.len(), 1);
-        results.pop().unwrap()
-    }
 
     fn expected_0042() -> BlobEvent {
         BlobEvent {
@@ -86,35 +79,12 @@ mod tests {
         }
     }
 
-    /// The fixture with `field` replaced by `value` (or removed when `value` is None).
-    fn with_field(field: &str, value: Option<serde_json::Value>) -> Vec<u8> {
-        let mut event: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let map = event.as_object_mut().unwrap();
-        match value {
-            Some(value) => map.insert(field.to_owned(), value),
-            None => map.remove(field),
-        };
-        serde_json::to_vec(&event).unwrap()
-    }
-
-    fn malformed(result: RecordResult) -> (String, Option<String>) {
-        match result {
-            Err(RecordError {
-                error: EventError::Malformed(detail),
-                event_id,
-            }) => (detail, event_id),
-            other => panic!("expected Malformed, got {other:?}"),
-        }
-    }
-
     #[test]
     fn created_fixture_parses() {
-        let record = single(CREATED).unwrap();
+        let record = single(CREATED, None).unwrap();
         assert_eq!(record.event, expected_0042());
         // The raw JSON is the whole event object.
-        let original: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let raw: serde_json::Value = serde_json::from_str(record.raw.get()).unwrap();
-        assert_eq!(raw, original);
+        assert_eq!(raw_json(&record), json(CREATED));
     }
 
     #[test]
@@ -139,24 +109,20 @@ mod tests {
             }
         );
         // Each record's raw JSON is its own array element.
-        let elements: Vec<serde_json::Value> = serde_json::from_slice(ARRAY).unwrap();
-        for (result, element) in results.iter().zip(&elements) {
-            let raw: serde_json::Value =
-                serde_json::from_str(result.as_ref().unwrap().raw.get()).unwrap();
-            assert_eq!(&raw, element);
+        let elements = json(ARRAY);
+        for (result, element) in results.iter().zip(elements.as_array().unwrap()) {
+            assert_eq!(&raw_json(result.as_ref().unwrap()), element);
         }
     }
 
     #[test]
     fn deleted_event_is_unsupported_with_id() {
         assert_eq!(
-            single(DELETED).unwrap_err(),
-            RecordError {
-                error: EventError::Unsupported(
-                    "event type `Microsoft.Storage.BlobDeleted` is not a blob-created event".into()
-                ),
-                event_id: Some("7d9e2b41-601e-0070-5cab-eeb70b06e2a8".into()),
-            }
+            unsupported(single(DELETED, None)),
+            (
+                "event type `Microsoft.Storage.BlobDeleted` is not a blob-created event".into(),
+                Some("7d9e2b41-601e-0070-5cab-eeb70b06e2a8".into())
+            )
         );
     }
 
@@ -172,12 +138,8 @@ mod tests {
             "metadataVersion": "1",
             "dataVersion": "1"
         }]"#;
-        let err = single(body).unwrap_err();
-        assert!(matches!(err.error, EventError::Unsupported(_)), "{err:?}");
-        assert_eq!(
-            err.event_id.as_deref(),
-            Some("2d1781af-3a4c-4d7c-bd0c-e34b19da4e66")
-        );
+        let (_, id) = unsupported(single(body, None));
+        assert_eq!(id.as_deref(), Some("2d1781af-3a4c-4d7c-bd0c-e34b19da4e66"));
     }
 
     #[test]
@@ -245,7 +207,7 @@ mod tests {
             ),
         ];
         for (field, value, detail, id) in cases {
-            let result = single(&with_field(field, Some(value)));
+            let result = single(&with_field(CREATED, field, Some(value)), None);
             assert_eq!(
                 malformed(result),
                 (detail.to_owned(), id.map(str::to_owned))
@@ -255,11 +217,11 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_malformed() {
-        let (detail, id) = malformed(single(&with_field("id", None)));
+        let (detail, id) = malformed(single(&with_field(CREATED, "id", None), None));
         assert_eq!((detail.as_str(), id), ("missing field `id`", None));
         // Without `eventType` or `subject` the object is no longer recognisable.
         for field in ["eventType", "subject"] {
-            let (detail, _) = malformed(single(&with_field(field, None)));
+            let (detail, _) = malformed(single(&with_field(CREATED, field, None), None));
             assert_eq!(detail, "unrecognised event shape");
         }
     }
@@ -272,7 +234,10 @@ mod tests {
             "/blobServices/default/containers/qc-analyzer-landing",
             "qc-analyzer-landing/a.json",
         ] {
-            let (detail, id) = malformed(single(&with_field("subject", Some(subject.into()))));
+            let (detail, id) = malformed(single(
+                &with_field(CREATED, "subject", Some(subject.into())),
+                None,
+            ));
             assert!(detail.starts_with("field `subject`"), "{detail}");
             assert_eq!(id.as_deref(), Some("831e1650-001e-001b-66ab-eeb76e069631"));
         }
@@ -280,12 +245,15 @@ mod tests {
 
     #[test]
     fn optional_fields_may_be_missing_or_null() {
-        let mut event: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let map = event.as_object_mut().unwrap();
-        map.remove("topic");
-        map.remove("eventTime");
-        map.insert("data".into(), serde_json::Value::Null);
-        let record = single(&serde_json::to_vec(&event).unwrap()).unwrap();
+        let body = with_fields(
+            CREATED,
+            &[
+                ("topic", None),
+                ("eventTime", None),
+                ("data", Some(serde_json::Value::Null)),
+            ],
+        );
+        let record = single(&body, None).unwrap();
         assert_eq!(
             record.event,
             BlobEvent {
@@ -302,13 +270,14 @@ mod tests {
     #[test]
     fn escaped_strings_are_decoded() {
         let body = with_field(
+            CREATED,
             "subject",
             Some("/blobServices/default/containers/c/blobs/r\u{e9}sultats/\"q\"\\x".into()),
         );
         let body = String::from_utf8(body)
             .unwrap()
             .replace('\u{e9}', "\\u00e9");
-        let record = single(body.as_bytes()).unwrap();
+        let record = single(body.as_bytes(), None).unwrap();
         assert_eq!(record.event.container, "c");
         assert_eq!(record.event.path, "r\u{e9}sultats/\"q\"\\x");
     }

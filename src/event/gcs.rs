@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::{
     derive_id, first_byte, malformed, no_id, object, opt_str, opt_string, record, req_non_empty,
-    unsupported, BlobEvent, EventError, EventFormat, Raw, RecordError, RecordResult,
+    unsupported, with_opt_id, BlobEvent, EventError, EventFormat, Raw, RecordResult,
 };
 
 /// The header value of a created object.
@@ -45,10 +45,7 @@ pub(super) fn parse(raw: &RawValue, header_event_type: Option<&str>) -> RecordRe
     let own_id = opt_str(res.id, "id")
         .map_err(no_id)?
         .filter(|id| !id.is_empty());
-    let fail = |error| RecordError {
-        error,
-        event_id: own_id.as_deref().map(str::to_owned),
-    };
+    let fail = with_opt_id(own_id.as_deref());
     let event_type = match header_event_type {
         Some(OBJECT_FINALIZE) => OBJECT_FINALIZE,
         Some(other) => {
@@ -101,28 +98,15 @@ fn size(value: Raw<'_>) -> Result<Option<u64>, EventError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse as parse_message;
+    use super::super::testing::{
+        json, malformed, raw_json, single, unsupported, with_field, with_fields,
+    };
     use super::*;
 
     const CREATED: &[u8] = include_bytes!("../../fixtures/events/gcs.json");
     const ID: &str =
         "qc-analyzer-landing/results/plantation-7/tea/batch-0042.json/1715678497512345";
-
-    fn single(body: &[u8], header: Option<&str>) -> RecordResult {
-        let mut results = parse_message(body, header);
-        assert_eq!(results.len(), 1);
-        results.pop().unwrap()
-    }
-
-    fn with_field(field: &str, value: Option<serde_json::Value>) -> Vec<u8> {
-        let mut resource: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let map = resource.as_object_mut().unwrap();
-        match value {
-            Some(value) => map.insert(field.to_owned(), value),
-            None => map.remove(field),
-        };
-        serde_json::to_vec(&resource).unwrap()
-    }
+    const FINALIZE: Option<&str> = Some("OBJECT_FINALIZE");
 
     fn expected() -> BlobEvent {
         BlobEvent {
@@ -141,44 +125,36 @@ mod tests {
 
     #[test]
     fn finalize_fixture_parses() {
-        let record = single(CREATED, Some("OBJECT_FINALIZE")).unwrap();
+        let record = single(CREATED, FINALIZE).unwrap();
         assert_eq!(record.event, expected());
-        let original: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let raw: serde_json::Value = serde_json::from_str(record.raw.get()).unwrap();
-        assert_eq!(raw, original);
+        assert_eq!(raw_json(&record), json(CREATED));
     }
 
     #[test]
     fn other_event_types_are_unsupported_with_id() {
-        let err = single(CREATED, Some("OBJECT_DELETE")).unwrap_err();
         assert_eq!(
-            err,
-            RecordError {
-                error: EventError::Unsupported(
-                    "GCS event type `OBJECT_DELETE` is not a blob-created event".into()
-                ),
-                event_id: Some(ID.into()),
-            }
+            unsupported(single(CREATED, Some("OBJECT_DELETE"))),
+            (
+                "GCS event type `OBJECT_DELETE` is not a blob-created event".into(),
+                Some(ID.into())
+            )
         );
     }
 
     #[test]
     fn missing_header_is_unsupported() {
-        let err = single(CREATED, None).unwrap_err();
         assert_eq!(
-            err.error,
-            EventError::Unsupported("GCS notification without eventType header".into())
+            unsupported(single(CREATED, None)),
+            (
+                "GCS notification without eventType header".into(),
+                Some(ID.into())
+            )
         );
-        assert_eq!(err.event_id.as_deref(), Some(ID));
     }
 
     #[test]
     fn size_may_be_a_number() {
-        let record = single(
-            &with_field("size", Some(18234.into())),
-            Some("OBJECT_FINALIZE"),
-        )
-        .unwrap();
+        let record = single(&with_field(CREATED, "size", Some(18234.into())), FINALIZE).unwrap();
         assert_eq!(record.event.size, Some(18234));
     }
 
@@ -192,15 +168,13 @@ mod tests {
             serde_json::json!(1.5),
             serde_json::json!([]),
         ] {
-            let err =
-                single(&with_field("size", Some(value)), Some("OBJECT_FINALIZE")).unwrap_err();
             assert_eq!(
-                err.error,
-                EventError::Malformed(
-                    "field `size` must be a non-negative integer or a decimal string".into()
+                malformed(single(&with_field(CREATED, "size", Some(value)), FINALIZE)),
+                (
+                    "field `size` must be a non-negative integer or a decimal string".into(),
+                    Some(ID.into())
                 )
             );
-            assert_eq!(err.event_id.as_deref(), Some(ID));
         }
     }
 
@@ -244,17 +218,18 @@ mod tests {
                 None,
             ),
         ] {
-            let err = single(&with_field(field, Some(value)), Some("OBJECT_FINALIZE")).unwrap_err();
-            assert_eq!(err.error, EventError::Malformed(detail.into()), "{field}");
-            assert_eq!(err.event_id.as_deref(), id, "{field}");
+            let (got, got_id) =
+                malformed(single(&with_field(CREATED, field, Some(value)), FINALIZE));
+            assert_eq!(got, detail, "{field}");
+            assert_eq!(got_id.as_deref(), id, "{field}");
         }
     }
 
     #[test]
     fn without_id_the_id_is_derived_and_stable() {
-        let body = with_field("id", None);
-        let first = single(&body, Some("OBJECT_FINALIZE")).unwrap();
-        let again = single(&body, Some("OBJECT_FINALIZE")).unwrap();
+        let body = with_field(CREATED, "id", None);
+        let first = single(&body, FINALIZE).unwrap();
+        let again = single(&body, FINALIZE).unwrap();
         assert_eq!(first.event.id, again.event.id);
         assert_eq!(first.event.id, derive_id(EventFormat::Gcs, &first.raw));
         assert!(first.event.id.starts_with("gcs-"));
@@ -269,15 +244,14 @@ mod tests {
 
     #[test]
     fn updated_is_the_fallback_event_time() {
-        let mut resource: serde_json::Value = serde_json::from_slice(CREATED).unwrap();
-        let map = resource.as_object_mut().unwrap();
-        map.remove("timeCreated");
-        map.insert("updated".into(), "2024-05-14T09:30:00.000Z".into());
-        let record = single(
-            &serde_json::to_vec(&resource).unwrap(),
-            Some("OBJECT_FINALIZE"),
-        )
-        .unwrap();
+        let body = with_fields(
+            CREATED,
+            &[
+                ("timeCreated", None),
+                ("updated", Some("2024-05-14T09:30:00.000Z".into())),
+            ],
+        );
+        let record = single(&body, FINALIZE).unwrap();
         assert_eq!(
             record.event.event_time.as_deref(),
             Some("2024-05-14T09:30:00.000Z")

@@ -23,6 +23,8 @@ mod cloudevents;
 mod eventgrid;
 mod gcs;
 mod s3;
+#[cfg(test)]
+mod testing;
 
 use std::borrow::Cow;
 
@@ -241,9 +243,14 @@ fn no_id(error: EventError) -> RecordError {
 }
 
 fn with_id(id: &str) -> impl Fn(EventError) -> RecordError + '_ {
+    with_opt_id(Some(id))
+}
+
+/// Like [`with_id`] for a record that may have no id of its own.
+fn with_opt_id(id: Option<&str>) -> impl Fn(EventError) -> RecordError + '_ {
     move |error| RecordError {
         error,
-        event_id: Some(id.to_owned()),
+        event_id: id.map(str::to_owned),
     }
 }
 
@@ -323,6 +330,16 @@ struct AzureBlobData<'a> {
 
 /// The event type of an Azure blob-created event.
 const AZURE_BLOB_CREATED: &str = "Microsoft.Storage.BlobCreated";
+
+/// Only [`AZURE_BLOB_CREATED`] is a created event, in either Azure schema.
+fn require_azure_created(event_type: &str) -> Result<(), EventError> {
+    if event_type != AZURE_BLOB_CREATED {
+        return Err(unsupported(format!(
+            "event type `{event_type}` is not a blob-created event"
+        )));
+    }
+    Ok(())
+}
 
 /// The fields an Azure Storage event carries, in either schema.
 struct AzureEvent<'a> {
@@ -408,23 +425,8 @@ fn azure_account(resource: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{json, malformed_detail, single, unsupported};
     use super::*;
-
-    fn single(body: &[u8], header: Option<&str>) -> RecordResult {
-        let mut results = parse(body, header);
-        assert_eq!(results.len(), 1, "expected exactly one result");
-        results.pop().unwrap()
-    }
-
-    fn malformed_detail(result: RecordResult) -> String {
-        match result {
-            Err(RecordError {
-                error: EventError::Malformed(detail),
-                ..
-            }) => detail,
-            other => panic!("expected Malformed, got {other:?}"),
-        }
-    }
 
     #[test]
     fn format_names_match_serialized_form() {
@@ -501,8 +503,7 @@ mod tests {
 
     #[test]
     fn array_with_one_bad_element_yields_one_error_and_one_event() {
-        let good: serde_json::Value =
-            serde_json::from_slice(include_bytes!("../../fixtures/events/eventgrid.json")).unwrap();
+        let good = json(include_bytes!("../../fixtures/events/eventgrid.json"));
         let body = serde_json::to_vec(&serde_json::json!([good, {"nope": 1}])).unwrap();
         let results = parse(&body, None);
         assert_eq!(results.len(), 2);
@@ -542,11 +543,8 @@ mod tests {
 
     #[test]
     fn mixed_array_of_event_grid_and_cloudevents() {
-        let eg: serde_json::Value =
-            serde_json::from_slice(include_bytes!("../../fixtures/events/eventgrid.json")).unwrap();
-        let ce: serde_json::Value =
-            serde_json::from_slice(include_bytes!("../../fixtures/events/cloudevents.json"))
-                .unwrap();
+        let eg = json(include_bytes!("../../fixtures/events/eventgrid.json"));
+        let ce = json(include_bytes!("../../fixtures/events/cloudevents.json"));
         let body = serde_json::to_vec(&serde_json::json!([ce, eg])).unwrap();
         let formats: Vec<EventFormat> = parse(&body, None)
             .into_iter()
@@ -631,13 +629,9 @@ mod tests {
     #[test]
     fn s3_test_event_is_unsupported() {
         let body = br#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2024-05-14T09:00:00.000Z","Bucket":"qc-analyzer-landing","RequestId":"5582815E1AEA5ADF","HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"}"#;
-        match single(body, None) {
-            Err(RecordError {
-                error: EventError::Unsupported(detail),
-                event_id: None,
-            }) => assert!(detail.contains("s3:TestEvent"), "{detail}"),
-            other => panic!("expected Unsupported, got {other:?}"),
-        }
+        let (detail, id) = unsupported(single(body, None));
+        assert_eq!(id, None);
+        assert!(detail.contains("s3:TestEvent"), "{detail}");
     }
 
     #[test]

@@ -146,7 +146,8 @@ fn decode_key(key: &str) -> Result<String, EventError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse as parse_message, RecordError};
+    use super::super::parse as parse_message;
+    use super::super::testing::{json, malformed, single, unsupported};
     use super::*;
 
     const S3: &[u8] = include_bytes!("../../fixtures/events/s3.json");
@@ -164,20 +165,11 @@ mod tests {
         })
     }
 
-    fn single_error(body: &[u8]) -> RecordError {
-        let mut results = parse_message(body, None);
-        assert_eq!(results.len(), 1);
-        results.pop().unwrap().unwrap_err()
-    }
-
+    /// The detail of the message's only record, which must be Malformed and have no id.
     fn malformed_detail(body: &[u8]) -> String {
-        match single_error(body) {
-            RecordError {
-                error: EventError::Malformed(detail),
-                event_id: None,
-            } => detail,
-            other => panic!("expected Malformed without id, got {other:?}"),
-        }
+        let (detail, id) = malformed(single(body, None));
+        assert_eq!(id, None, "expected Malformed without id");
+        detail
     }
 
     #[test]
@@ -240,8 +232,7 @@ mod tests {
             .iter()
             .all(|id| id.starts_with("s3-") && id.len() == 35));
         // Other bytes, other id.
-        let reformatted =
-            serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(S3).unwrap()).unwrap();
+        let reformatted = serde_json::to_vec(&json(S3)).unwrap();
         assert_ne!(first, ids(&reformatted));
     }
 
@@ -320,21 +311,16 @@ mod tests {
                 "event name `s3:ObjectCreated:Put` is not an object-created event",
             ),
         ] {
-            let err = single_error(&s3_message(serde_json::json!([s3_record(name, "k")])));
-            assert_eq!(err.error, EventError::Unsupported(detail.into()));
-            assert_eq!(err.event_id, None);
+            let result = single(&s3_message(serde_json::json!([s3_record(name, "k")])), None);
+            assert_eq!(unsupported(result), (detail.into(), None));
         }
-        let mut minio: serde_json::Value = serde_json::from_slice(MINIO).unwrap();
+        let mut minio = json(MINIO);
         minio["Records"][0]["eventName"] = "s3:ObjectRemoved:Delete".into();
-        let err = single_error(&serde_json::to_vec(&minio).unwrap());
-        assert!(matches!(err.error, EventError::Unsupported(_)), "{err:?}");
+        unsupported(single(&serde_json::to_vec(&minio).unwrap(), None));
         let mut record = s3_record("ObjectCreated:Put", "k");
         record["eventSource"] = "aws:sqs".into();
-        let err = single_error(&s3_message(serde_json::json!([record])));
-        assert_eq!(
-            err.error,
-            EventError::Unsupported("event source `aws:sqs` is not `aws:s3`".into())
-        );
+        let (detail, _) = unsupported(single(&s3_message(serde_json::json!([record])), None));
+        assert_eq!(detail, "event source `aws:sqs` is not `aws:s3`");
     }
 
     #[test]

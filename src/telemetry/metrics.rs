@@ -97,100 +97,80 @@ impl Metrics {
     }
 }
 
-fn counter(
-    meter: &Meter,
-    name: &'static str,
-    help: &'static str,
-    c: &Arc<Counters>,
-    f: fn(&Counters) -> u64,
-) {
-    let c = c.clone();
-    meter
-        .u64_observable_counter(name)
-        .with_description(help)
-        .with_callback(move |o| o.observe(f(&c), &[]))
-        .build();
-}
+/// One plain counter: name (Prometheus adds `_total`), help, and how to read it.
+type CounterSpec = (&'static str, &'static str, fn(&Counters) -> u64);
+/// One gauge.
+type GaugeSpec = (&'static str, &'static str, fn(&Counters) -> f64);
 
-fn gauge(
-    meter: &Meter,
-    name: &'static str,
-    help: &'static str,
-    c: &Arc<Counters>,
-    f: fn(&Counters) -> f64,
-) {
-    let c = c.clone();
-    meter
-        .f64_observable_gauge(name)
-        .with_description(help)
-        .with_callback(move |o| o.observe(f(&c), &[]))
-        .build();
-}
-
-fn register(meter: &Meter, c: &Arc<Counters>) {
-    // The ADR's five.
-    counter(
-        meter,
+const COUNTERS: &[CounterSpec] = &[
+    // The ADR's counters.
+    (
         "source_config_cache_hits",
         "Events whose config was found in the cache",
-        c,
         |c| c.cache_hits.load(Relaxed),
-    );
-    counter(
-        meter,
+    ),
+    (
         "source_config_cache_misses",
         "Events that found no config in the cache",
-        c,
         |c| c.cache_misses.load(Relaxed),
-    );
-    counter(
-        meter,
+    ),
+    (
         "source_config_cache_invalidations",
         "Changes applied to the cache (per document, reloads)",
-        c,
         |c| c.cache_invalidations.load(Relaxed),
-    );
-    gauge(
-        meter,
-        "source_config_cache_age_seconds",
-        "Seconds since the last full load of the cache",
-        c,
-        |c| c.cache_age_seconds(),
-    );
-    gauge(
-        meter,
-        "source_config_cache_size",
-        "Valid configs in the cache",
-        c,
-        |c| c.cache_size.load(Relaxed) as f64,
-    );
+    ),
     // Beyond the ADR.
-    counter(
-        meter,
+    (
         "source_config_forced_reads",
         "Forced reads of one container on a miss (coalesced)",
-        c,
         |c| c.forced_reads.load(Relaxed),
-    );
-    counter(
-        meter,
+    ),
+    (
         "source_config_negative_hits",
         "Misses answered by a remembered negative read",
-        c,
         |c| c.negative_hits.load(Relaxed),
-    );
-    counter(
-        meter,
+    ),
+    (
         "source_config_change_stream_restarts",
         "Change feed restarts and full reloads",
-        c,
         |c| c.change_stream_restarts.load(Relaxed),
-    );
-    gauge(
-        meter,
+    ),
+    (
+        "source_config_drift",
+        "Differences found by the TTL resync (should stay 0)",
+        |c| c.drift.load(Relaxed),
+    ),
+    (
+        "source_config_refused",
+        "Config documents refused by validation",
+        |c| c.configs_refused.load(Relaxed),
+    ),
+    (
+        "blob_router_messages_received",
+        "Input messages received",
+        |c| c.messages_received.load(Relaxed),
+    ),
+    (
+        "blob_router_messages_retried",
+        "Input messages negatively acked for redelivery",
+        |c| c.messages_retried.load(Relaxed),
+    ),
+];
+
+const GAUGES: &[GaugeSpec] = &[
+    (
+        "source_config_cache_age_seconds",
+        "Seconds since the last full load of the cache",
+        |c| c.cache_age_seconds(),
+    ),
+    (
+        "source_config_cache_size",
+        "Valid configs in the cache",
+        |c| c.cache_size.load(Relaxed) as f64,
+    ),
+    (
         "source_config_change_stream_active",
         "1 while the change feed is healthy",
-        c,
         |c| {
             if c.change_stream_active.load(Relaxed) {
                 1.0
@@ -198,36 +178,26 @@ fn register(meter: &Meter, c: &Arc<Counters>) {
                 0.0
             }
         },
-    );
-    counter(
-        meter,
-        "source_config_drift",
-        "Differences found by the TTL resync (should stay 0)",
-        c,
-        |c| c.drift.load(Relaxed),
-    );
-    counter(
-        meter,
-        "source_config_refused",
-        "Config documents refused by validation",
-        c,
-        |c| c.configs_refused.load(Relaxed),
-    );
-    counter(
-        meter,
-        "blob_router_messages_received",
-        "Input messages received",
-        c,
-        |c| c.messages_received.load(Relaxed),
-    );
-    counter(
-        meter,
-        "blob_router_messages_retried",
-        "Input messages negatively acked for redelivery",
-        c,
-        |c| c.messages_retried.load(Relaxed),
-    );
+    ),
+];
 
+fn register(meter: &Meter, c: &Arc<Counters>) {
+    for &(name, help, read) in COUNTERS {
+        let c = c.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_description(help)
+            .with_callback(move |o| o.observe(read(&c), &[]))
+            .build();
+    }
+    for &(name, help, read) in GAUGES {
+        let c = c.clone();
+        meter
+            .f64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |o| o.observe(read(&c), &[]))
+            .build();
+    }
     let cc = c.clone();
     meter
         .u64_observable_counter("blob_router_events")

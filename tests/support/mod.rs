@@ -14,7 +14,16 @@ use async_nats::jetstream::{self, consumer::pull};
 use async_nats::HeaderMap;
 use futures::StreamExt;
 
-pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// The nats-server binary: `$NATS_SERVER`, else Debian's path, else whatever is on PATH.
+pub fn nats_server_bin() -> String {
+    std::env::var("NATS_SERVER").unwrap_or_else(|_| {
+        if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server".into()
+        } else {
+            "nats-server".into()
+        }
+    })
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -58,7 +67,7 @@ impl NatsServer {
     }
 
     fn launch(&mut self) {
-        let child = Command::new(NATS_SERVER)
+        let child = Command::new(nats_server_bin())
             .args([
                 "-a",
                 "127.0.0.1",

@@ -1,0 +1,110 @@
+//! Observability of the real binary: JSON logs are one JSON object per line, URLs in
+//! logs carry no credentials, and metrics are pushed over OTLP/HTTP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn json_logs_are_one_object_per_line_and_hide_credentials() {
+    // Nothing listens on this port: the worker logs its connection attempts, then we stop it.
+    let port = free_port();
+    let http = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blob-router"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--http-addr",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args([
+            "--nats-url",
+            &format!("nats://alice:hunter2@127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM while still connecting is a clean stop"
+    );
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.lines().count() >= 2, "{logs}");
+    for line in logs.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+    assert!(!logs.contains("hunter2"), "password leaked: {logs}");
+    assert!(logs.contains("alice:***@127.0.0.1"), "{logs}");
+}
+
+#[test]
+fn metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in collector.incoming() {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            if tx.send(head).is_err() {
+                return;
+            }
+        }
+    });
+    let nats = NatsServer::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blob-router"))
+        .args([
+            "run",
+            "--nats-url",
+            &nats.url(),
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let request_line = first.expect("no OTLP export arrived");
+    assert!(
+        request_line.starts_with("POST /v1/metrics"),
+        "{request_line}"
+    );
+}
