@@ -100,8 +100,12 @@ fn metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
         .spawn()
         .unwrap();
     let first = rx.recv_timeout(Duration::from_secs(30));
-    let _ = child.kill();
-    let _ = child.wait();
+    // A clean stop flushes the exporter and still exits 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
     let request_line = first.expect("no OTLP export arrived");
     assert!(
         request_line.starts_with("POST /v1/metrics"),
