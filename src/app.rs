@@ -8,8 +8,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -32,6 +33,11 @@ pub fn config_source(args: &SourceArgs) -> Arc<dyn ConfigSource> {
         None => Arc::new(FileSource::embedded()),
     }
 }
+
+/// Longest wait for the final flush at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for more prefetched messages once fetching has stopped.
+const HAND_BACK_WAIT: Duration = Duration::from_millis(50);
 
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let telemetry = Telemetry::init()?;
@@ -83,8 +89,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         consume(consumer, pipeline, &args, &stop).await?;
         ready.store(false, Relaxed);
         maintainer.abort();
-        if let Err(e) = client.flush().await {
-            tracing::warn!(error = %e, "flushing NATS at shutdown");
+        // Bounded: with NATS away a flush would wait for a reconnection forever.
+        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "flushing NATS at shutdown"),
+            Err(_) => tracing::warn!("NATS unreachable at shutdown; not flushed"),
         }
         Ok(())
     }
@@ -134,14 +143,23 @@ async fn consume(
             Some(Err(e)) => {
                 // Missed heartbeats and the like while NATS is away; the stream recovers.
                 tracing::warn!(error = %e, "consumer stream error");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             None => anyhow::bail!("the consumer's message stream ended"),
         }
         while tasks.try_join_next().is_some() {}
     }
+    // Hand back what was prefetched but never started, so another replica can take it
+    // now rather than after ack_wait.
+    let mut handed_back = 0;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(HAND_BACK_WAIT, messages.next()).await {
+        if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
+            handed_back += 1;
+        }
+    }
     drop(messages);
     let in_flight = tasks.len();
+    tracing::info!(handed_back, "returned prefetched messages");
     tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
         while tasks.join_next().await.is_some() {}

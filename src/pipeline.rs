@@ -187,14 +187,14 @@ impl Pipeline {
                     (reason.subject(&self.dlq_prefix), h, input.payload.clone())
                 }
             };
-            match self.publisher.send(subject.clone(), hdrs, payload).await {
+            match self.publisher.send(&subject, hdrs, payload).await {
                 Ok(pending) => sent.push((idx, subject, pending, Some(plan))),
                 Err(failure) => route_failure(plan, idx, failure, &mut rejected)?,
             }
         }
         for (idx, subject, pending, plan) in sent {
             let plan = plan.expect("every sent output has its plan");
-            match Publisher::confirm(&subject, pending).await {
+            match self.publisher.confirm(&subject, pending).await {
                 Ok(()) => tally.count(plan),
                 Err(failure) => route_failure(plan, idx, failure, &mut rejected)?,
             }
@@ -202,7 +202,7 @@ impl Pipeline {
         for (idx, reason, detail, event_id) in rejected {
             let h = dead_letter_headers(input, idx, reason, &detail, event_id.as_deref());
             self.publisher
-                .publish(reason.subject(&self.dlq_prefix), h, input.payload.clone())
+                .publish(&reason.subject(&self.dlq_prefix), h, input.payload.clone())
                 .await
                 .map_err(|f| match f {
                     // The dead-letter stream itself is missing: nothing to do but wait.
@@ -278,12 +278,10 @@ impl Tally {
 
 fn routed_headers(event: &BlobEvent, m: &Match) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(
-        headers::MSG_ID,
-        format!("{}:{}", event.id, m.config.id).as_str(),
-    );
+    // Event ids come from producers: never put one in a header unchecked.
+    h.insert(headers::MSG_ID, format!("{}:{}", dedup_id(&event.id), m.config.id).as_str());
     h.insert(headers::SOURCE_ID, m.config.id.as_str());
-    h.insert(headers::EVENT_ID, event.id.as_str());
+    h.insert(headers::EVENT_ID, header_safe(&event.id).as_str());
     h
 }
 
@@ -322,6 +320,19 @@ fn dead_letter_headers(
     h
 }
 
+/// Longest event id used as is in `Nats-Msg-Id`.
+const MAX_ID: usize = 200;
+
+/// The event id as a de-duplication key: itself when it is short and printable, else a
+/// hash of it (mangling or truncating could make two events collide).
+fn dedup_id(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= MAX_ID && !id.chars().any(char::is_control) {
+        std::borrow::Cow::Borrowed(id)
+    } else {
+        std::borrow::Cow::Owned(format!("h-{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())))
+    }
+}
+
 /// A header value cannot hold line breaks; keep it short.
 fn header_safe(s: &str) -> String {
     let mut out: String = s
@@ -342,6 +353,18 @@ fn header_safe(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::header_safe;
+
+    #[test]
+    fn dedup_ids_are_safe_and_never_collide_by_mangling() {
+        assert_eq!(super::dedup_id("abc-123"), "abc-123");
+        let a = super::dedup_id("evil\r\nid");
+        let b = super::dedup_id("evil  id");
+        assert!(!a.contains('\n') && a != b);
+        let long1 = "x".repeat(300) + "1";
+        let long2 = "x".repeat(300) + "2";
+        assert_ne!(super::dedup_id(&long1), super::dedup_id(&long2));
+        assert!(super::dedup_id(&long1).len() < 64);
+    }
 
     #[test]
     fn header_values_lose_line_breaks_and_are_bounded() {

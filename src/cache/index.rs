@@ -28,18 +28,6 @@ impl Index {
         self.containers.len()
     }
 
-    /// A copy of this index with `container`'s entry rebuilt from `configs` (any order;
-    /// disabled and non-`blob_trigger` configs are left out). Other entries are shared.
-    pub fn with_container<'a>(
-        &self,
-        container: &str,
-        configs: impl IntoIterator<Item = &'a Arc<SourceConfig>>,
-    ) -> Index {
-        let mut next = self.clone();
-        next.set(container, configs);
-        next
-    }
-
     /// Builds an index from scratch.
     pub fn build<'a>(configs: impl IntoIterator<Item = &'a Arc<SourceConfig>>) -> Index {
         let mut by: HashMap<&str, Vec<&'a Arc<SourceConfig>>> = HashMap::new();
@@ -53,7 +41,8 @@ impl Index {
         index
     }
 
-    fn set<'a>(
+    /// Rebuilds `container`'s entry in place (for a writer holding a private copy).
+    pub(crate) fn set<'a>(
         &mut self,
         container: &str,
         configs: impl IntoIterator<Item = &'a Arc<SourceConfig>>,

@@ -91,7 +91,9 @@ pub struct CacheHealth {
 pub struct ConfigCache {
     index: ArcSwap<Index>,
     state: Mutex<State>,
-    negative: Mutex<HashSet<String>>,
+    /// Containers whose forced read already answered; read lock-free on the miss path,
+    /// written only under the state lock.
+    negative: ArcSwap<HashSet<String>>,
     metrics: Arc<Metrics>,
     routed_prefix: String,
 }
@@ -103,7 +105,7 @@ impl ConfigCache {
         Self {
             index: ArcSwap::from_pointee(Index::default()),
             state: Mutex::new(State::default()),
-            negative: Mutex::new(HashSet::new()),
+            negative: ArcSwap::from_pointee(HashSet::new()),
             metrics,
             routed_prefix: routed_prefix.into(),
         }
@@ -137,17 +139,21 @@ impl ConfigCache {
     /// Inserts or replaces one config from its full document.
     pub fn upsert(&self, doc: &Value) {
         let mut state = self.state.lock().expect("cache state lock");
-        self.upsert_locked(&mut state, doc);
+        let touched = self.upsert_locked(&mut state, doc);
+        if !touched.is_empty() {
+            self.changed(&mut state, touched);
+        }
     }
 
-    fn upsert_locked(&self, state: &mut State, doc: &Value) {
+    /// Applies one document; returns the containers whose entries must be rebuilt.
+    fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<String> {
         let id = doc_id(doc);
         // Compiled once per version: an identical document keeps its compiled config.
         if let (Some(id), Ok(parsed)) =
             (&id, serde_json::from_value::<SourceConfigDoc>(doc.clone()))
         {
             if state.configs.get(id).is_some_and(|c| c.doc == parsed) {
-                return;
+                return Vec::new();
             }
         }
         let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
@@ -174,7 +180,7 @@ impl ConfigCache {
                 state.refused.insert(refused_key, err);
             }
         }
-        self.changed(state, touched);
+        touched
     }
 
     /// Removes one config (and any refusal recorded for it).
@@ -249,7 +255,7 @@ impl ConfigCache {
             .counters
             .cache_invalidations
             .fetch_add(1, Relaxed);
-        self.negative.lock().expect("negative lock").clear();
+        self.negative.store(Arc::new(HashSet::new()));
         self.index
             .store(Arc::new(Index::build(state.configs.values())));
         self.publish_health(&state);
@@ -278,34 +284,30 @@ impl ConfigCache {
             .filter(|c| !ids.contains(&c.id))
             .map(|c| c.id.clone())
             .collect();
+        let mut touched = Vec::new();
         for id in stale {
             state.configs.remove(&id);
+            touched.push(container.to_string());
         }
         for doc in &docs {
-            self.upsert_locked(&mut state, doc);
+            touched.extend(self.upsert_locked(&mut state, doc));
         }
-        let index = self
-            .index
-            .load()
-            .with_container(container, state.container_configs(container));
-        self.index.store(Arc::new(index));
-        self.publish_health(&state);
+        if !touched.is_empty() {
+            // The source knew something the cache did not.
+            self.changed(&mut state, touched);
+        }
         // Nothing newer can slip in between: we still hold the state lock.
         if self.metrics.counters.change_stream_active.load(Relaxed) {
-            self.negative
-                .lock()
-                .expect("negative lock")
-                .insert(container.to_string());
+            self.update_negative(|n| {
+                n.insert(container.to_string());
+            });
         }
         true
     }
 
     /// Whether a forced read of `container` already answered and nothing changed since.
     pub fn is_negative(&self, container: &str) -> bool {
-        self.negative
-            .lock()
-            .expect("negative lock")
-            .contains(container)
+        self.negative.load().contains(container)
     }
 
     /// Records the feed's health; negative answers are trusted only while it is active.
@@ -317,7 +319,7 @@ impl ConfigCache {
             .change_stream_active
             .swap(active, Relaxed);
         if !active {
-            self.negative.lock().expect("negative lock").clear();
+            self.negative.store(Arc::new(HashSet::new()));
             if was {
                 tracing::warn!(
                     error = error.as_deref().unwrap_or(""),
@@ -345,27 +347,38 @@ impl ConfigCache {
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
             refused: state.refused.values().cloned().collect(),
             source_error: state.source_error.clone(),
-            negative_containers: self.negative.lock().expect("negative lock").len(),
+            negative_containers: self.negative.load().len(),
         }
     }
 
     /// Bookkeeping after a per-document change to `containers`.
-    fn changed(&self, state: &mut State, containers: Vec<String>) {
+    fn changed(&self, state: &mut State, mut containers: Vec<String>) {
+        containers.sort_unstable();
+        containers.dedup();
         let mut index = (**self.index.load()).clone();
-        let mut negative = self.negative.lock().expect("negative lock");
         for c in &containers {
             state.touch(c);
-            negative.remove(c);
-            index = index.with_container(c, state.container_configs(c));
+            index.set(c, state.container_configs(c));
         }
-        drop(negative);
         self.index.store(Arc::new(index));
+        self.update_negative(|n| {
+            for c in &containers {
+                n.remove(c);
+            }
+        });
         state.last_change_at = Some(SystemTime::now());
         self.metrics
             .counters
             .cache_invalidations
             .fetch_add(1, Relaxed);
         self.publish_health(state);
+    }
+
+    /// Copy-on-write update of the remembered answers; callers hold the state lock.
+    fn update_negative(&self, f: impl FnOnce(&mut HashSet<String>)) {
+        let mut next = (**self.negative.load()).clone();
+        f(&mut next);
+        self.negative.store(Arc::new(next));
     }
 
     fn publish_health(&self, state: &State) {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use notify::{RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -26,6 +26,16 @@ pub const EMBEDDED_CONFIGS: &str = include_str!("../../fixtures/configs.yaml");
 /// Documents keyed by `_id` (or by position for documents without one).
 type Docs = BTreeMap<String, Value>;
 
+/// The file as last read. Reads that move it happen under its lock, one at a time, so
+/// a diff always starts from the newest content anyone has handed out.
+#[derive(Default)]
+struct State {
+    /// The last content that parsed: the base for deltas and the fallback when broken.
+    last_good: Option<Docs>,
+    /// Hash of the last bytes read (good or not): unchanged bytes are not parsed again.
+    hash: Option<u128>,
+}
+
 enum Origin {
     Path(PathBuf),
     Embedded(&'static str),
@@ -33,8 +43,8 @@ enum Origin {
 
 pub struct FileSource {
     origin: Origin,
-    /// The last content that parsed: the base for deltas and the fallback when broken.
-    last_good: Arc<Mutex<Option<Docs>>>,
+    /// What the watcher diffs against; shared with `snapshot`, which also moves it.
+    state: Arc<Mutex<State>>,
     /// How long to wait for an editor to finish writing before reading the file.
     debounce: Duration,
 }
@@ -54,7 +64,7 @@ impl FileSource {
     fn with_origin(origin: Origin) -> Self {
         Self {
             origin,
-            last_good: Arc::new(Mutex::new(None)),
+            state: Arc::new(Mutex::new(State::default())),
             debounce: Duration::from_millis(100),
         }
     }
@@ -74,14 +84,41 @@ enum Kind {
 }
 
 fn read_docs(path: &Path) -> Result<Docs, SourceError> {
+    read_hashed(path).map(|(_, docs)| docs)
+}
+
+/// Reads and parses the file; also returns the hash of its bytes.
+fn read_hashed(path: &Path) -> Result<(u128, Docs), SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SourceError::Unavailable(format!("reading {}: {e}", path.display())))?;
+    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+    parse_path_text(path, &text).map(|docs| (hash, docs))
+}
+
+fn parse_path_text(path: &Path, text: &str) -> Result<Docs, SourceError> {
     let kind = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Kind::Json,
         _ => Kind::Yaml,
     };
-    parse_docs(&text, kind)
+    parse_docs(text, kind)
         .map_err(|e| SourceError::Invalid(format!("{}: {}", path.display(), inner(&e))))
+}
+
+/// Re-reads the file for the watcher: `None` when its bytes did not change, else the
+/// changes since the last good content (which it then becomes).
+fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, SourceError> {
+    let mut state = state.lock().expect("file state lock");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SourceError::Unavailable(format!("reading {}: {e}", path.display())))?;
+    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+    if state.hash == Some(hash) {
+        return Ok(None);
+    }
+    state.hash = Some(hash);
+    let docs = parse_path_text(path, &text)?;
+    let changes = diff(state.last_good.as_ref().unwrap_or(&Docs::new()), &docs);
+    state.last_good = Some(docs);
+    Ok(Some(changes))
 }
 
 fn inner(e: &SourceError) -> &str {
@@ -174,7 +211,6 @@ impl ConfigSource for FileSource {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let name = path.file_name().map(|n| n.to_os_string());
         let (fs_tx, mut fs_rx) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |res| {
             let _ = fs_tx.send(res);
@@ -184,7 +220,7 @@ impl ConfigSource for FileSource {
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| SourceError::Unavailable(format!("watching {}: {e}", dir.display())))?;
 
-        let last_good = self.last_good.clone();
+        let state = self.state.clone();
         let debounce = self.debounce;
         tokio::spawn(async move {
             let _watcher = watcher; // dropping it stops the OS watch
@@ -195,40 +231,24 @@ impl ConfigSource for FileSource {
                     ev = fs_rx.recv() => match ev { Some(ev) => ev, None => break },
                 };
                 match event {
-                    Ok(ev) if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) => {}
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let msg = format!("file watch error: {e}");
-                        tracing::warn!(error = %msg, "config file watch failed");
-                        if tx
-                            .send(Change::Status {
-                                active: false,
-                                error: Some(msg),
-                            })
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        continue;
-                    }
+                    // Our own reads open the file; reacting to that would loop forever.
+                    Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => continue,
+                    // Anything else in the directory may be our file changing, directly,
+                    // by rename, or by a symlink swap (Kubernetes ConfigMap volumes):
+                    // re-read, and let the content hash tell whether it changed.
+                    Ok(_) => {}
+                    // Events may have been lost: re-read to catch up.
+                    Err(e) => tracing::warn!(error = %e, "config file watch error; re-reading"),
                 }
                 // Let the writer finish, then take whatever piled up meanwhile as one edit.
                 tokio::time::sleep(debounce).await;
                 while fs_rx.try_recv().is_ok() {}
-                let changes = match read_docs(&path) {
-                    Ok(docs) => {
-                        let mut guard = last_good.lock().expect("last_good lock");
-                        let changes = diff(guard.as_ref().unwrap_or(&Docs::new()), &docs);
-                        *guard = Some(docs);
-                        drop(guard);
-                        let mut changes = changes;
+                let changes = match refresh(&path, &state) {
+                    Ok(None) => continue,
+                    Ok(Some(mut changes)) => {
                         if reported_error.take().is_some() {
                             tracing::info!(path = %path.display(), "config file parses again");
-                            changes.push(Change::Status {
-                                active: true,
-                                error: None,
-                            });
+                            changes.push(Change::Status { active: true, error: None });
                         }
                         changes
                     }
@@ -236,10 +256,7 @@ impl ConfigSource for FileSource {
                         let msg = e.to_string();
                         tracing::error!(error = %msg, "config file is broken; keeping the last good configs");
                         reported_error = Some(msg.clone());
-                        vec![Change::Status {
-                            active: true,
-                            error: Some(msg),
-                        }]
+                        vec![Change::Status { active: true, error: Some(msg) }]
                     }
                 };
                 for change in changes {
@@ -253,17 +270,25 @@ impl ConfigSource for FileSource {
     }
 
     async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
-        let docs = self.read()?;
-        let list = docs.values().cloned().collect();
-        *self.last_good.lock().expect("last_good lock") = Some(docs);
-        Ok(list)
+        match &self.origin {
+            Origin::Embedded(text) => Ok(parse_docs(text, Kind::Yaml)?.into_values().collect()),
+            Origin::Path(path) => {
+                // Under the lock, so the watcher's next diff starts from what we return.
+                let mut state = self.state.lock().expect("file state lock");
+                let (hash, docs) = read_hashed(path)?;
+                let list = docs.values().cloned().collect();
+                state.hash = Some(hash);
+                state.last_good = Some(docs);
+                Ok(list)
+            }
+        }
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError> {
         // The file as it is now; if it is broken, the last good content stands in.
         let docs = match self.read() {
             Ok(docs) => docs,
-            Err(e) => match self.last_good.lock().expect("last_good lock").clone() {
+            Err(e) => match self.state.lock().expect("file state lock").last_good.clone() {
                 Some(docs) => docs,
                 None => return Err(e),
             },
@@ -336,6 +361,64 @@ mod tests {
             ]
         );
         assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn refresh_parses_only_changed_bytes_and_diffs_from_the_last_good_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let state = Mutex::new(State::default());
+        std::fs::write(&path, "- {_id: a}\n").unwrap();
+        assert_eq!(
+            refresh(&path, &state).unwrap(),
+            Some(vec![Change::Upsert(json!({"_id": "a"}))])
+        );
+        assert_eq!(refresh(&path, &state).unwrap(), None, "same bytes: nothing to do");
+        std::fs::write(&path, "- {_id: [broken\n").unwrap();
+        assert!(refresh(&path, &state).is_err());
+        assert_eq!(refresh(&path, &state).unwrap(), None, "a broken file is reported once");
+        std::fs::write(&path, "- {_id: b}\n").unwrap();
+        assert_eq!(
+            refresh(&path, &state).unwrap(),
+            Some(vec![Change::Upsert(json!({"_id": "b"})), Change::Delete("a".into())]),
+            "diffed against the last good content, not the broken one"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_idle_file_is_quiet_and_a_configmap_style_symlink_swap_is_seen() {
+        use std::os::unix::fs::symlink;
+        // The layout Kubernetes gives a mounted ConfigMap: the file is a symlink through
+        // `..data`, and an update re-points `..data` atomically.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("v1")).unwrap();
+        std::fs::write(d.join("v1/c.yaml"), "- {_id: a}\n").unwrap();
+        symlink("v1", d.join("..data")).unwrap();
+        symlink("..data/c.yaml", d.join("c.yaml")).unwrap();
+
+        let source = FileSource::new(d.join("c.yaml"));
+        let mut feed = source.watch().await.unwrap();
+        source.snapshot().await.unwrap();
+        // Reading the file (as snapshots and forced reads do) must not look like an edit.
+        source.read_container("c").await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(600), feed.recv()).await;
+        assert!(quiet.is_err(), "unexpected change: {quiet:?}");
+
+        std::fs::create_dir(d.join("v2")).unwrap();
+        std::fs::write(d.join("v2/c.yaml"), "- {_id: b}\n").unwrap();
+        symlink("v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        let mut changes = Vec::new();
+        while changes.len() < 2 {
+            let c = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+            changes.push(c);
+        }
+        assert_eq!(
+            changes,
+            vec![Change::Upsert(json!({"_id": "b"})), Change::Delete("a".into())]
+        );
     }
 
     #[test]
