@@ -49,7 +49,12 @@ pub struct LogArgs {
     )]
     pub log_format: LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `blob_router=debug`.
-    #[arg(long, global = true, env = "BLOB_ROUTER_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "BLOB_ROUTER_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
 }
 

@@ -279,7 +279,10 @@ impl Tally {
 fn routed_headers(event: &BlobEvent, m: &Match) -> HeaderMap {
     let mut h = HeaderMap::new();
     // Event ids come from producers: never put one in a header unchecked.
-    h.insert(headers::MSG_ID, format!("{}:{}", dedup_id(&event.id), m.config.id).as_str());
+    h.insert(
+        headers::MSG_ID,
+        format!("{}:{}", dedup_id(&event.id), m.config.id).as_str(),
+    );
     h.insert(headers::SOURCE_ID, m.config.id.as_str());
     h.insert(headers::EVENT_ID, header_safe(&event.id).as_str());
     h
@@ -329,7 +332,10 @@ fn dedup_id(id: &str) -> std::borrow::Cow<'_, str> {
     if id.len() <= MAX_ID && !id.chars().any(char::is_control) {
         std::borrow::Cow::Borrowed(id)
     } else {
-        std::borrow::Cow::Owned(format!("h-{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())))
+        std::borrow::Cow::Owned(format!(
+            "h-{:032x}",
+            xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+        ))
     }
 }
 

@@ -227,3 +227,47 @@ async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outa
         worker.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_stream_delays_but_never_loses_a_dead_letter() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+    js.delete_stream("BLOB_DLQ").await.unwrap();
+
+    publish(&js, "blob.events.x", b"not json at all".to_vec(), &[]).await;
+    // Nowhere to put it: the message is retried, not acked and not dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while worker.metric("blob_router_messages_retried_total").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retried; logs:\n{}",
+            worker.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !wait_drained(&js, Duration::from_millis(300)).await,
+        "still pending"
+    );
+
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BLOB_DLQ".into(),
+        subjects: vec!["blob.dlq.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        wait_drained(&js, Duration::from_secs(60)).await,
+        "logs:\n{}",
+        worker.logs()
+    );
+    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(10)).await, (0, 1));
+    assert_eq!(
+        read_all(&js, "BLOB_DLQ").await[0].payload,
+        b"not json at all"
+    );
+}

@@ -256,3 +256,76 @@ async fn editing_the_config_file_changes_routing_without_restart() {
     wait_outputs(&js, 3, Duration::from_secs(20)).await;
     assert_eq!(count(&js, "BLOB_ROUTED").await, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_stream_refuses_for_good_is_dead_lettered_as_publish_rejected() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    // A stream that takes nothing bigger than 300 bytes: the envelope never fits.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "SMALL".into(),
+        subjects: vec!["small.>".into()],
+        max_message_size: 300,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let configs = ConfigFile::new(
+        "- _id: tiny\n  ingestion: {mode: blob_trigger, landing_container: qc-analyzer-landing}\n  route: {subject: small.tiny}\n",
+    );
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let body = fixture("events/eventgrid.json");
+    publish(&js, "blob.events.x", body.clone(), &[]).await;
+    assert_eq!(
+        wait_outputs(&js, 1, Duration::from_secs(20)).await,
+        (0, 1),
+        "logs:\n{}",
+        worker.logs()
+    );
+    let dead = read_all(&js, "BLOB_DLQ").await;
+    assert_eq!(dead[0].subject, "blob.dlq.publish_rejected");
+    assert_eq!(dead[0].payload, body);
+    assert!(dead[0]
+        .header("Blob-Router-Detail")
+        .unwrap()
+        .contains("small.tiny"));
+    assert!(
+        wait_drained(&js, Duration::from_secs(10)).await,
+        "input acked, not retried forever"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_event_ids_are_routed_without_harm() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let js = nats.jetstream().await;
+    let eventgrid = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
+    let long_a = format!("{}a", "x".repeat(400));
+    let long_b = format!("{}b", "x".repeat(400));
+    for id in ["evil\\r\\nid", long_a.as_str(), long_b.as_str()] {
+        let body = eventgrid.replace("831e1650-001e-001b-66ab-eeb76e069631", id);
+        publish(&js, "blob.events.x", body.into_bytes(), &[]).await;
+    }
+    // Three distinct events, three routed messages: none lost, none merged by a mangled id.
+    assert_eq!(
+        wait_outputs(&js, 3, Duration::from_secs(20)).await,
+        (3, 0),
+        "logs:\n{}",
+        worker.logs()
+    );
+    assert!(wait_drained(&js, Duration::from_secs(10)).await);
+    let ids: std::collections::HashSet<String> = read_all(&js, "BLOB_ROUTED")
+        .await
+        .iter()
+        .map(|m| m.header("Nats-Msg-Id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter().all(|id| !id.contains('\n') && id.len() < 120),
+        "{ids:?}"
+    );
+}

@@ -93,7 +93,9 @@ impl Publisher {
             Ok(stream) => PublishFailure::Transient(format!(
                 "stream {stream} captures {subject} but did not answer"
             )),
-            Err(e) => PublishFailure::Transient(format!("looking up the stream for {subject}: {e}")),
+            Err(e) => {
+                PublishFailure::Transient(format!("looking up the stream for {subject}: {e}"))
+            }
         }
     }
 }
@@ -113,7 +115,9 @@ fn classify(kind: PublishErrorKind, code: Option<ErrorCode>) -> Sorted {
         PublishErrorKind::Other => match code {
             // Larger than the stream's max_msg_size, or the stream is sealed: retrying
             // cannot help. (A full stream with discard-new can, once it is drained.)
-            Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) | Some(ErrorCode::STREAM_SEALED) => Sorted::Rejected,
+            Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) | Some(ErrorCode::STREAM_SEALED) => {
+                Sorted::Rejected
+            }
             _ => Sorted::Transient,
         },
         _ => Sorted::Transient,
@@ -126,16 +130,37 @@ mod tests {
 
     #[test]
     fn only_permanent_refusals_are_rejections() {
-        assert_eq!(classify(PublishErrorKind::StreamNotFound, None), Sorted::MaybeNoStream);
-        assert_eq!(classify(PublishErrorKind::MaxPayloadExceeded, None), Sorted::Rejected);
         assert_eq!(
-            classify(PublishErrorKind::Other, Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)),
+            classify(PublishErrorKind::StreamNotFound, None),
+            Sorted::MaybeNoStream
+        );
+        assert_eq!(
+            classify(PublishErrorKind::MaxPayloadExceeded, None),
             Sorted::Rejected
         );
-        assert_eq!(classify(PublishErrorKind::Other, Some(ErrorCode::STREAM_SEALED)), Sorted::Rejected);
-        assert_eq!(classify(PublishErrorKind::Other, Some(ErrorCode(10077))), Sorted::Transient);
+        assert_eq!(
+            classify(
+                PublishErrorKind::Other,
+                Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM)
+            ),
+            Sorted::Rejected
+        );
+        assert_eq!(
+            classify(PublishErrorKind::Other, Some(ErrorCode::STREAM_SEALED)),
+            Sorted::Rejected
+        );
+        assert_eq!(
+            classify(PublishErrorKind::Other, Some(ErrorCode(10077))),
+            Sorted::Transient
+        );
         assert_eq!(classify(PublishErrorKind::Other, None), Sorted::Transient);
-        assert_eq!(classify(PublishErrorKind::TimedOut, None), Sorted::Transient);
-        assert_eq!(classify(PublishErrorKind::BrokenPipe, None), Sorted::Transient);
+        assert_eq!(
+            classify(PublishErrorKind::TimedOut, None),
+            Sorted::Transient
+        );
+        assert_eq!(
+            classify(PublishErrorKind::BrokenPipe, None),
+            Sorted::Transient
+        );
     }
 }

@@ -248,7 +248,10 @@ impl ConfigSource for FileSource {
                     Ok(Some(mut changes)) => {
                         if reported_error.take().is_some() {
                             tracing::info!(path = %path.display(), "config file parses again");
-                            changes.push(Change::Status { active: true, error: None });
+                            changes.push(Change::Status {
+                                active: true,
+                                error: None,
+                            });
                         }
                         changes
                     }
@@ -256,7 +259,10 @@ impl ConfigSource for FileSource {
                         let msg = e.to_string();
                         tracing::error!(error = %msg, "config file is broken; keeping the last good configs");
                         reported_error = Some(msg.clone());
-                        vec![Change::Status { active: true, error: Some(msg) }]
+                        vec![Change::Status {
+                            active: true,
+                            error: Some(msg),
+                        }]
                     }
                 };
                 for change in changes {
@@ -288,7 +294,13 @@ impl ConfigSource for FileSource {
         // The file as it is now; if it is broken, the last good content stands in.
         let docs = match self.read() {
             Ok(docs) => docs,
-            Err(e) => match self.state.lock().expect("file state lock").last_good.clone() {
+            Err(e) => match self
+                .state
+                .lock()
+                .expect("file state lock")
+                .last_good
+                .clone()
+            {
                 Some(docs) => docs,
                 None => return Err(e),
             },
@@ -373,14 +385,25 @@ mod tests {
             refresh(&path, &state).unwrap(),
             Some(vec![Change::Upsert(json!({"_id": "a"}))])
         );
-        assert_eq!(refresh(&path, &state).unwrap(), None, "same bytes: nothing to do");
+        assert_eq!(
+            refresh(&path, &state).unwrap(),
+            None,
+            "same bytes: nothing to do"
+        );
         std::fs::write(&path, "- {_id: [broken\n").unwrap();
         assert!(refresh(&path, &state).is_err());
-        assert_eq!(refresh(&path, &state).unwrap(), None, "a broken file is reported once");
+        assert_eq!(
+            refresh(&path, &state).unwrap(),
+            None,
+            "a broken file is reported once"
+        );
         std::fs::write(&path, "- {_id: b}\n").unwrap();
         assert_eq!(
             refresh(&path, &state).unwrap(),
-            Some(vec![Change::Upsert(json!({"_id": "b"})), Change::Delete("a".into())]),
+            Some(vec![
+                Change::Upsert(json!({"_id": "b"})),
+                Change::Delete("a".into())
+            ]),
             "diffed against the last good content, not the broken one"
         );
     }
@@ -412,12 +435,18 @@ mod tests {
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         let mut changes = Vec::new();
         while changes.len() < 2 {
-            let c = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+            let c = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+                .await
+                .unwrap()
+                .unwrap();
             changes.push(c);
         }
         assert_eq!(
             changes,
-            vec![Change::Upsert(json!({"_id": "b"})), Change::Delete("a".into())]
+            vec![
+                Change::Upsert(json!({"_id": "b"})),
+                Change::Delete("a".into())
+            ]
         );
     }
 

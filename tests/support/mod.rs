@@ -142,7 +142,7 @@ impl Worker {
             .arg("--configs")
             .arg(configs)
             .args(extra)
-            .env("BLOB_ROUTER_LOG", "info,blob_router=debug")
+            .env("BLOB_ROUTER_LOG_LEVEL", "info,blob_router=debug")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
