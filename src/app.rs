@@ -150,11 +150,17 @@ async fn consume(
         while tasks.try_join_next().is_some() {}
     }
     // Hand back what was prefetched but never started, so another replica can take it
-    // now rather than after ack_wait.
+    // now rather than after ack_wait. At most one batch is buffered; asking for more
+    // would pull (and nak) the backlog in a loop.
     let mut handed_back = 0;
-    while let Ok(Some(Ok(msg))) = tokio::time::timeout(HAND_BACK_WAIT, messages.next()).await {
-        if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
-            handed_back += 1;
+    for _ in 0..concurrency {
+        match tokio::time::timeout(HAND_BACK_WAIT, messages.next()).await {
+            Ok(Some(Ok(msg))) => {
+                if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
+                    handed_back += 1;
+                }
+            }
+            _ => break,
         }
     }
     drop(messages);

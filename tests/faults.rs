@@ -162,7 +162,9 @@ async fn sigkill_mid_burst_then_restart_loses_and_duplicates_nothing() {
 async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let mut worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    // Messages already on their way to the stopped worker come back after ack_wait.
+    let flags = ["--ack-wait", "3s"];
+    let mut worker = Worker::spawn(&nats.url(), &configs.path, &flags);
     worker.wait_ready().await;
     let js = nats.jetstream().await;
     let (routed, dead) = publish_mixed(&js, 500).await;
@@ -172,7 +174,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
         .expect("exits within the shutdown bound");
     assert_eq!(status.code(), Some(0));
     // Whatever it finished is acked; the rest is still pending for the next worker.
-    let restarted = Worker::spawn(&nats.url(), &configs.path, &[]);
+    let restarted = Worker::spawn(&nats.url(), &configs.path, &flags);
     restarted.wait_ready().await;
     assert!(wait_drained(&js, Duration::from_secs(60)).await);
     let (r, d) = wait_outputs(&js, routed + dead, Duration::from_secs(10)).await;
