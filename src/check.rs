@@ -12,9 +12,10 @@ use crate::config::SourceConfig;
 
 /// Exit codes of `check`.
 pub mod exit {
-    pub const NATS: u8 = 2;
-    pub const STREAMS: u8 = 3;
-    pub const CONFIG_SOURCE: u8 = 4;
+    // 1 is a failure to start at all and 2 a usage error (clap's), so these start at 3.
+    pub const NATS: u8 = 3;
+    pub const STREAMS: u8 = 4;
+    pub const CONFIG_SOURCE: u8 = 5;
 }
 
 pub async fn check(args: CheckArgs) -> ExitCode {

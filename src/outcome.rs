@@ -73,6 +73,8 @@ pub mod headers {
     pub const EVENT_ID: &str = "Blob-Router-Event-Id";
     pub const SOURCE_ID: &str = "Blob-Router-Source-Id";
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// On a dead letter whose body had to be cut to fit: the original length.
+    pub const TRUNCATED: &str = "Blob-Router-Truncated";
     /// Input header carrying the event type of GCS Pub/Sub notifications.
     pub const EVENT_TYPE: &str = "eventType";
 }

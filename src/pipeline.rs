@@ -53,6 +53,9 @@ enum Plan {
 struct Input<'a> {
     subject: &'a str,
     payload: &'a Bytes,
+    /// Input stream and sequence: together with a hash of the payload they name the
+    /// message for de-duplication of its dead letters.
+    stream: &'a str,
     stream_seq: u64,
     received_at: SystemTime,
 }
@@ -63,13 +66,14 @@ impl Pipeline {
         let started = Instant::now();
         let counters = &self.cache.metrics().counters;
         counters.messages_received.fetch_add(1, Relaxed);
-        let (stream_seq, delivered) = msg
+        let (stream, stream_seq, delivered) = msg
             .info()
-            .map(|i| (i.stream_sequence, i.delivered))
-            .unwrap_or((0, 1));
+            .map(|i| (i.stream, i.stream_sequence, i.delivered))
+            .unwrap_or(("", 0, 1));
         let input = Input {
             subject: msg.subject.as_str(),
             payload: &msg.payload,
+            stream,
             stream_seq,
             received_at: SystemTime::now(),
         };
@@ -200,22 +204,59 @@ impl Pipeline {
             }
         }
         for (idx, reason, detail, event_id) in rejected {
-            let h = dead_letter_headers(input, idx, reason, &detail, event_id.as_deref());
-            self.publisher
-                .publish(&reason.subject(&self.dlq_prefix), h, input.payload.clone())
-                .await
-                .map_err(|f| match f {
-                    // The dead-letter stream itself is missing: nothing to do but wait.
-                    PublishFailure::NoStream(s) | PublishFailure::Rejected(s) => {
-                        PublishFailure::Transient(s)
-                    }
-                    t => t,
-                })?;
+            self.dead_letter_again(input, idx, reason, &detail, event_id.as_deref())
+                .await?;
             tally.dead(reason);
         }
         Ok(tally)
     }
+
+    /// Second-round dead letter. If even the original bytes cannot be stored (an input
+    /// close to max_payload plus our headers), a truncated copy marked
+    /// `Blob-Router-Truncated` is better than retrying forever. A missing dead-letter
+    /// stream is worth waiting for.
+    async fn dead_letter_again(
+        &self,
+        input: &Input<'_>,
+        idx: usize,
+        reason: Reason,
+        detail: &str,
+        event_id: Option<&str>,
+    ) -> Result<(), PublishFailure> {
+        let subject = reason.subject(&self.dlq_prefix);
+        let h = dead_letter_headers(input, idx, reason, detail, event_id);
+        let err = match self
+            .publisher
+            .publish(&subject, h, input.payload.clone())
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(PublishFailure::Rejected(_)) => {
+                let mut h = dead_letter_headers(input, idx, reason, detail, event_id);
+                h.insert(headers::TRUNCATED, input.payload.len().to_string().as_str());
+                let keep = input.payload.len().saturating_sub(TRUNCATE_MARGIN);
+                match self
+                    .publisher
+                    .publish(&subject, h, input.payload.slice(..keep))
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        Err(match err {
+            PublishFailure::NoStream(s) | PublishFailure::Rejected(s) => {
+                PublishFailure::Transient(format!("dead-letter publish failed: {s}"))
+            }
+            t => t,
+        })
+    }
 }
+
+/// Bytes cut from an input too large to dead-letter whole (room for our headers).
+const TRUNCATE_MARGIN: usize = 16 * 1024;
 
 /// Turns a permanent failure of a routed publish into a second-round dead letter;
 /// anything else (or any failure of a dead letter) fails the message.
@@ -247,9 +288,21 @@ fn route_failure(
             ));
             Ok(())
         }
-        (Plan::Dead { .. }, PublishFailure::NoStream(s) | PublishFailure::Rejected(s)) => Err(
-            PublishFailure::Transient(format!("dead-letter publish failed: {s}")),
-        ),
+        // Too large to store with our headers: the second round truncates it.
+        (
+            Plan::Dead {
+                reason,
+                detail,
+                event_id,
+            },
+            PublishFailure::Rejected(_),
+        ) => {
+            rejected.push((idx, *reason, detail.clone(), event_id.clone()));
+            Ok(())
+        }
+        (Plan::Dead { .. }, PublishFailure::NoStream(s)) => Err(PublishFailure::Transient(
+            format!("dead-letter publish failed: {s}"),
+        )),
         (_, failure) => Err(failure),
     }
 }
@@ -299,14 +352,14 @@ fn dead_letter_headers(
     event_id: Option<&str>,
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
-    let msg_id = if input.stream_seq > 0 {
-        format!("dlq:{}:{idx}", input.stream_seq)
-    } else {
-        format!(
-            "dlq:{:032x}:{idx}",
-            xxhash_rust::xxh3::xxh3_128(input.payload)
-        )
-    };
+    // Stable across redeliveries; distinct for a recreated input stream (sequences
+    // restart) or another deployment sharing the dead-letter stream.
+    let msg_id = format!(
+        "dlq:{}:{}:{:016x}:{idx}",
+        input.stream,
+        input.stream_seq,
+        xxhash_rust::xxh3::xxh3_64(input.payload)
+    );
     h.insert(headers::MSG_ID, msg_id.as_str());
     h.insert(headers::REASON, reason.as_str());
     h.insert(headers::DETAIL, header_safe(detail).as_str());

@@ -58,7 +58,7 @@ fn check_names_what_failed_in_its_exit_code() {
     let out = blob_router(&["check", "--nats-url", &format!("nats://127.0.0.1:{port}")]);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(3),
         "NATS unreachable: {}",
         text(&out)
     );
@@ -74,7 +74,7 @@ fn check_names_what_failed_in_its_exit_code() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(4),
         "streams missing: {}",
         text(&out)
     );
@@ -92,7 +92,7 @@ fn check_names_what_failed_in_its_exit_code() {
         "--configs",
         bad.path.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(4), "config refused: {}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "config refused: {}", text(&out));
     let t = text(&out);
     assert!(
         t.contains("1 of 1 configs refused") && t.contains("bad id"),
@@ -106,7 +106,7 @@ fn check_names_what_failed_in_its_exit_code() {
         "--configs",
         "/nonexistent/configs.yaml",
     ]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
 }
 
 #[test]

@@ -83,6 +83,8 @@ async fn every_format_is_routed_with_its_metadata() {
         .iter()
         .any(|m| m.json()["event"]["account"] == "qcanalyzerprod"));
 
+    // Outcomes are counted when the input is acked, just after the outputs are stored.
+    assert!(wait_drained(&js, Duration::from_secs(10)).await);
     assert_eq!(
         worker
             .metric("blob_router_events_total{outcome=\"routed\"}")
@@ -90,6 +92,40 @@ async fn every_format_is_routed_with_its_metadata() {
         8.0
     );
     assert_eq!(worker.metric("source_config_cache_hits_total").await, 8.0);
+    assert_eq!(worker.metric("source_config_cache_size").await, 5.0);
+    assert_eq!(
+        worker
+            .metric("blob_router_routing_latency_seconds_count")
+            .await,
+        6.0
+    );
+
+    // Every series the README documents is exported.
+    let (_, text) = worker.get("/metrics").await.unwrap();
+    for name in [
+        "source_config_cache_hits_total",
+        "source_config_cache_misses_total",
+        "source_config_cache_invalidations_total",
+        "source_config_cache_age_seconds",
+        "source_config_cache_size",
+        "blob_router_events_total{outcome=\"routed\"}",
+        "blob_router_events_total{outcome=\"dead_lettered\"}",
+        "blob_router_dead_letters_total{reason=\"no_matching_config\"}",
+        "source_config_forced_reads_total",
+        "source_config_negative_hits_total",
+        "source_config_change_stream_restarts_total",
+        "source_config_change_stream_active",
+        "source_config_drift_total",
+        "source_config_refused_total",
+        "blob_router_messages_received_total",
+        "blob_router_messages_retried_total",
+        "blob_router_routing_latency_seconds_bucket",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,6 +214,7 @@ async fn each_dead_letter_reason_keeps_the_original_bytes() {
             .to_string()
     };
     assert!(detail("no_stream_for_subject").contains("unstreamed.subject"));
+    assert!(wait_drained(&js, Duration::from_secs(10)).await);
     assert_eq!(
         worker
             .metric("blob_router_dead_letters_total{reason=\"malformed_event\"}")
@@ -328,4 +365,30 @@ async fn hostile_event_ids_are_routed_without_harm() {
         ids.iter().all(|id| !id.contains('\n') && id.len() < 120),
         "{ids:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_config_is_listed_and_the_rest_keep_routing() {
+    let nats = NatsServer::start();
+    let mut yaml = String::from_utf8(fixture("configs.yaml")).unwrap();
+    yaml.push_str(
+        "\n- _id: broken\n  ingestion: {mode: blob_trigger, landing_container: c, path_pattern: {pattern: 'a/{oops'}}\n  route: {subject: 'has space'}\n",
+    );
+    let configs = ConfigFile::new(&yaml);
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    worker.wait_ready().await;
+    let (_, body) = worker.get("/health/cache").await.unwrap();
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["cache_size"], 5, "{body}");
+    assert_eq!(health["refused"][0]["id"], "broken", "{body}");
+    assert!(
+        health["refused"][0]["problems"].as_array().unwrap().len() >= 2,
+        "{body}"
+    );
+    assert!(worker.logs().contains("config refused"));
+    assert_eq!(worker.metric("source_config_refused_total").await, 1.0);
+
+    let js = nats.jetstream().await;
+    publish(&js, "blob.events.x", fixture("events/eventgrid.json"), &[]).await;
+    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(20)).await, (1, 0));
 }

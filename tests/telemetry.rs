@@ -33,23 +33,38 @@ fn json_logs_are_one_object_per_line_and_hide_credentials() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Read the log as it is written; stop the worker once it has logged a failed attempt.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("NATS connect failed"))
+    {
+        lines.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("no connect attempt logged"),
+        );
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("stops on SIGTERM");
     assert_eq!(
         status.code(),
         Some(0),
         "SIGTERM while still connecting is a clean stop"
     );
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    lines.extend(rx.iter());
+    let logs = lines.join("\n");
     assert!(logs.lines().count() >= 2, "{logs}");
     for line in logs.lines() {
         let v: serde_json::Value =
@@ -104,7 +119,7 @@ fn metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("stops on SIGTERM");
     assert_eq!(status.code(), Some(0));
     let request_line = first.expect("no OTLP export arrived");
     assert!(

@@ -22,11 +22,21 @@ pub async fn warm(
     cache: &ConfigCache,
     source: &dyn ConfigSource,
 ) -> Result<ChangeFeed, SourceError> {
-    let feed = source.watch().await?;
+    let mut feed = source.watch().await?;
     let docs = source.snapshot().await?;
     let n = docs.len();
     cache.reset(docs);
     cache.set_feed_status(true, None);
+    // Changes seen while the snapshot was read are applied before the worker is ready.
+    while let Ok(change) = feed.try_recv() {
+        match change {
+            Change::Reload => {
+                cache.apply(Change::Reload);
+                cache.reset(source.snapshot().await?);
+            }
+            change => cache.apply(change),
+        }
+    }
     let health = cache.health();
     tracing::info!(
         source = %source.describe(),
@@ -152,6 +162,10 @@ mod tests {
         docs: Mutex<Vec<Value>>,
         feeds: Mutex<Vec<mpsc::Sender<Change>>>,
         watches: AtomicUsize,
+        /// The order of watch/snapshot calls.
+        calls: Mutex<Vec<&'static str>>,
+        /// A change "made while the snapshot is read": sent on the feed by `snapshot`.
+        during_snapshot: Mutex<Option<Change>>,
     }
 
     impl Scripted {
@@ -167,12 +181,20 @@ mod tests {
     impl ConfigSource for Scripted {
         async fn watch(&self) -> Result<ChangeFeed, SourceError> {
             self.watches.fetch_add(1, Relaxed);
+            self.calls.lock().unwrap().push("watch");
             let (tx, rx) = mpsc::channel(16);
             self.feeds.lock().unwrap().push(tx);
             Ok(rx)
         }
         async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
-            Ok(self.docs.lock().unwrap().clone())
+            self.calls.lock().unwrap().push("snapshot");
+            let docs = self.docs.lock().unwrap().clone();
+            if let Some(change) = self.during_snapshot.lock().unwrap().take() {
+                if let Some(feed) = self.feeds.lock().unwrap().last() {
+                    feed.try_send(change).unwrap();
+                }
+            }
+            Ok(docs)
         }
         async fn read_container(&self, _: &str) -> Result<Vec<Value>, SourceError> {
             unreachable!("not used by the maintainer")
@@ -215,6 +237,19 @@ mod tests {
             stop.clone(),
         ));
         (cache, source, stop)
+    }
+
+    #[tokio::test]
+    async fn warm_opens_the_feed_first_and_applies_changes_seen_during_the_snapshot() {
+        let cache = ConfigCache::new(Metrics::detached(), "blob.routed");
+        let source = Scripted::default();
+        source.set(vec![doc("a")]);
+        *source.during_snapshot.lock().unwrap() = Some(Change::Upsert(doc("late")));
+        let _feed = warm(&cache, &source).await.unwrap();
+        assert_eq!(*source.calls.lock().unwrap(), vec!["watch", "snapshot"]);
+        // Ready means the change made during the snapshot read is already in.
+        assert_eq!(ids(&cache), vec!["a", "late"]);
+        assert!(cache.health().change_stream_active);
     }
 
     #[tokio::test(start_paused = true)]

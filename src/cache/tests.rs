@@ -177,13 +177,38 @@ impl ConfigSource for CountingSource {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_10000_misses_on_one_container_makes_one_read() {
+/// A source whose forced read waits for the test to open a gate, so that every miss of
+/// a burst is provably waiting while the one read is in progress.
+struct GatedSource {
+    reads: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl ConfigSource for GatedSource {
+    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+        Ok(tokio::sync::mpsc::channel(1).1)
+    }
+    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+        Ok(vec![])
+    }
+    async fn read_container(&self, _: &str) -> Result<Vec<Value>, SourceError> {
+        self.reads.fetch_add(1, SeqCst);
+        let _open = self.gate.acquire().await.unwrap();
+        Ok(vec![])
+    }
+    fn describe(&self) -> String {
+        "gated".into()
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_10000_misses_on_one_container_shares_one_read() {
     let cache = Arc::new(cache());
     cache.reset(vec![]);
-    let source = Arc::new(CountingSource {
+    let source = Arc::new(GatedSource {
         reads: AtomicUsize::new(0),
-        answer: vec![],
+        gate: tokio::sync::Semaphore::new(0),
     });
     let resolver = Arc::new(MissResolver::new(cache.clone(), source.clone(), 4));
     let mut tasks = tokio::task::JoinSet::new();
@@ -191,25 +216,36 @@ async fn a_burst_of_10000_misses_on_one_container_makes_one_read() {
         let r = resolver.clone();
         tasks.spawn(async move { r.resolve("unknown").await.unwrap() });
     }
-    let mut read = 0;
+    // One thread: while the test sleeps, every task runs up to the pending read.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        source.reads.load(SeqCst),
+        1,
+        "one read started for the burst"
+    );
+    source.gate.add_permits(1);
+    let mut shared = 0;
     while let Some(res) = tasks.join_next().await {
-        if res.unwrap() == Resolution::Read {
-            read += 1;
-        }
+        assert_eq!(
+            res.unwrap(),
+            Resolution::Read,
+            "every miss waited on the read"
+        );
+        shared += 1;
     }
+    assert_eq!(shared, 10_000);
     assert_eq!(
         source.reads.load(SeqCst),
         1,
         "one forced read for the whole burst"
     );
-    // Those that arrived after the read answered were served from the remembered answer.
-    assert!(read >= 1);
+    assert_eq!(cache.metrics().counters.forced_reads.load(SeqCst), 1);
+    // Later misses are answered from the remembered result: still one read.
     assert_eq!(
         resolver.resolve("unknown").await.unwrap(),
         Resolution::Remembered
     );
     assert_eq!(source.reads.load(SeqCst), 1);
-    assert_eq!(cache.metrics().counters.forced_reads.load(SeqCst), 1);
 }
 
 #[tokio::test]

@@ -26,8 +26,8 @@ pub const EMBEDDED_CONFIGS: &str = include_str!("../../fixtures/configs.yaml");
 /// Documents keyed by `_id` (or by position for documents without one).
 type Docs = BTreeMap<String, Value>;
 
-/// The file as last read. Reads that move it happen under its lock, one at a time, so
-/// a diff always starts from the newest content anyone has handed out.
+/// The file as the watcher last read it: the base of its next diff. Only the watcher
+/// moves it (under the lock), so every edit is diffed against the content before it.
 #[derive(Default)]
 struct State {
     /// The last content that parsed: the base for deltas and the fallback when broken.
@@ -84,15 +84,9 @@ enum Kind {
 }
 
 fn read_docs(path: &Path) -> Result<Docs, SourceError> {
-    read_hashed(path).map(|(_, docs)| docs)
-}
-
-/// Reads and parses the file; also returns the hash of its bytes.
-fn read_hashed(path: &Path) -> Result<(u128, Docs), SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SourceError::Unavailable(format!("reading {}: {e}", path.display())))?;
-    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-    parse_path_text(path, &text).map(|docs| (hash, docs))
+    parse_path_text(path, &text)
 }
 
 fn parse_path_text(path: &Path, text: &str) -> Result<Docs, SourceError> {
@@ -220,6 +214,11 @@ impl ConfigSource for FileSource {
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|e| SourceError::Unavailable(format!("watching {}: {e}", dir.display())))?;
 
+        // The watcher's base is the file as it is now that the OS watch is in place: any
+        // later edit produces an event and is diffed against it.
+        if let Err(e) = refresh(&path, &self.state) {
+            tracing::debug!(error = %e, "config file unreadable when the watch opened");
+        }
         let state = self.state.clone();
         let debounce = self.debounce;
         tokio::spawn(async move {
@@ -278,15 +277,9 @@ impl ConfigSource for FileSource {
     async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
         match &self.origin {
             Origin::Embedded(text) => Ok(parse_docs(text, Kind::Yaml)?.into_values().collect()),
-            Origin::Path(path) => {
-                // Under the lock, so the watcher's next diff starts from what we return.
-                let mut state = self.state.lock().expect("file state lock");
-                let (hash, docs) = read_hashed(path)?;
-                let list = docs.values().cloned().collect();
-                state.hash = Some(hash);
-                state.last_good = Some(docs);
-                Ok(list)
-            }
+            // Only reads: the watcher's base moves with the watcher alone, so a resync
+            // can never make it skip an edit it has not sent yet.
+            Origin::Path(path) => Ok(read_docs(path)?.into_values().collect()),
         }
     }
 

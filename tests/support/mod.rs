@@ -83,6 +83,14 @@ impl NatsServer {
             .expect("nats-server must be installed (see .ci/run)");
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(10));
+        // On a restart another test may have taken the freed port: then ours exits.
+        std::thread::sleep(Duration::from_millis(50));
+        let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "nats-server on port {} exited: {exited:?}",
+            self.port
+        );
     }
 
     pub fn url(&self) -> String {
@@ -119,6 +127,22 @@ pub fn wait_for_port(port: u16, limit: Duration) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "port {port} never opened");
         std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Waits for `child` to exit, at most `limit`; kills it and returns None if it does not.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
