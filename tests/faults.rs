@@ -260,27 +260,19 @@ async fn a_missing_dead_letter_stream_delays_but_never_loses_a_dead_letter() {
 
     publish(&js, "blob.events.x", b"not json at all".to_vec(), &[]).await;
     // Nowhere to put it: the message is retried, not acked and not dropped.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while worker.metric("blob_router_messages_retried_total").await < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never retried; logs:\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    worker
+        .wait_metric(
+            "blob_router_messages_retried_total",
+            1.0,
+            Duration::from_secs(20),
+        )
+        .await;
     assert!(
         !wait_drained(&js, Duration::from_millis(300)).await,
         "still pending"
     );
 
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BLOB_DLQ".into(),
-        subjects: vec!["blob.dlq.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    create_dlq_stream(&js).await;
     assert!(
         wait_drained(&js, Duration::from_secs(60)).await,
         "logs:\n{}",
@@ -309,22 +301,14 @@ async fn a_redone_message_does_not_duplicate_what_it_already_published() {
     let mut s3 = s3;
     s3["Records"][1]["s3"]["bucket"]["name"] = "nobody-home".into();
     publish(&js, "blob.events.s3", serde_json::to_vec(&s3).unwrap(), &[]).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while worker.metric("blob_router_messages_retried_total").await < 2.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not redone; logs:\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: "BLOB_DLQ".into(),
-        subjects: vec!["blob.dlq.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    worker
+        .wait_metric(
+            "blob_router_messages_retried_total",
+            2.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    create_dlq_stream(&js).await;
     assert!(
         wait_drained(&js, Duration::from_secs(60)).await,
         "logs:\n{}",
@@ -364,4 +348,15 @@ async fn an_input_too_large_to_dead_letter_whole_is_kept_truncated_not_retried_f
     );
     assert_eq!(dead[0].header("Blob-Router-Truncated"), Some("1048400"));
     assert!(!dead[0].payload.is_empty() && body.starts_with(&dead[0].payload));
+}
+
+/// Recreates the dead-letter stream a test deleted.
+async fn create_dlq_stream(js: &async_nats::jetstream::Context) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BLOB_DLQ".into(),
+        subjects: vec!["blob.dlq.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }

@@ -217,6 +217,19 @@ impl Worker {
             .unwrap_or(0.0)
     }
 
+    /// Polls `/metrics` until `series` reaches `at_least`; panics with the logs after `limit`.
+    pub async fn wait_metric(&self, series: &str, at_least: f64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.metric(series).await < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{series} never reached {at_least}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill")
