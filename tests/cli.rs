@@ -26,25 +26,14 @@ fn text(o: &Output) -> String {
 fn check_passes_against_a_reachable_nats_and_valid_configs() {
     let nats = NatsServer::start();
     let configs = fixture_path("configs.yaml");
-    let out = blob_router(&[
-        "check",
-        "--nats-url",
-        &nats.url(),
-        "--configs",
-        configs.to_str().unwrap(),
-    ]);
+    let configs = configs.to_str().unwrap();
+    let out = blob_router(&["check", "--nats-url", &nats.url(), "--configs", configs]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("ok    NATS reachable"), "{t}");
     assert!(t.contains("created BLOB_EVENTS"), "{t}");
     // Second time round the streams are simply present.
-    let out = blob_router(&[
-        "check",
-        "--nats-url",
-        &nats.url(),
-        "--configs",
-        configs.to_str().unwrap(),
-    ]);
+    let out = blob_router(&["check", "--nats-url", &nats.url(), "--configs", configs]);
     assert!(
         text(&out).contains("ok    streams present\n"),
         "{}",

@@ -78,8 +78,7 @@ fn assert_unique_ids(routed: &[Out], dead: &[Out]) {
 async fn a_mixed_burst_is_accounted_for_exactly_once() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
 
     let (routed, dead) = publish_mixed(&js, 3000).await;
@@ -124,13 +123,11 @@ async fn sigkill_mid_burst_then_restart_loses_and_duplicates_nothing() {
     // A short ack wait (set when the durable consumer is created) brings the dead
     // worker's unacked messages back quickly.
     let flags = ["--concurrency", "16", "--ack-wait", "3s"];
-    let first = Worker::spawn(&nats.url(), &configs.path, &flags);
-    first.wait_ready().await;
+    let first = Worker::start(&nats.url(), &configs.path, &flags).await;
     drop(first); // SIGKILL while idle: no harm, and the streams and consumer exist.
 
     let (routed, dead) = publish_mixed(&js, 6000).await;
-    let mut worker = Worker::spawn(&nats.url(), &configs.path, &flags);
-    worker.wait_ready().await;
+    let mut worker = Worker::start(&nats.url(), &configs.path, &flags).await;
     // Kill it once it is well into the burst.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -149,8 +146,7 @@ async fn sigkill_mid_burst_then_restart_loses_and_duplicates_nothing() {
     let at_kill = count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await;
     assert!(at_kill < routed + dead, "killed mid-burst, not after it");
 
-    let restarted = Worker::spawn(&nats.url(), &configs.path, &flags);
-    restarted.wait_ready().await;
+    let restarted = Worker::start(&nats.url(), &configs.path, &flags).await;
     assert!(
         wait_drained(&js, Duration::from_secs(180)).await,
         "logs:\n{}",
@@ -170,8 +166,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let configs = ConfigFile::fixture();
     // Messages already on their way to the stopped worker come back after ack_wait.
     let flags = ["--ack-wait", "3s", "--shutdown-timeout", "10s"];
-    let mut worker = Worker::spawn(&nats.url(), &configs.path, &flags);
-    worker.wait_ready().await;
+    let mut worker = Worker::start(&nats.url(), &configs.path, &flags).await;
     let js = nats.jetstream().await;
     let (routed, dead) = publish_mixed(&js, 3000).await;
     // Stop it while it is busy.
@@ -193,8 +188,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
         "in-flight work finished: {logs}"
     );
     // Whatever it finished is acked; the rest is still pending for the next worker.
-    let restarted = Worker::spawn(&nats.url(), &configs.path, &flags);
-    restarted.wait_ready().await;
+    let _restarted = Worker::start(&nats.url(), &configs.path, &flags).await;
     assert!(wait_drained(&js, Duration::from_secs(60)).await);
     let (r, d) = wait_outputs(&js, routed + dead, Duration::from_secs(10)).await;
     assert_eq!((r, d), (routed, dead));
@@ -253,8 +247,7 @@ async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outa
 async fn a_missing_dead_letter_stream_delays_but_never_loses_a_dead_letter() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
     js.delete_stream("BLOB_DLQ").await.unwrap();
 
@@ -289,8 +282,7 @@ async fn a_missing_dead_letter_stream_delays_but_never_loses_a_dead_letter() {
 async fn a_redone_message_does_not_duplicate_what_it_already_published() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
     js.delete_stream("BLOB_DLQ").await.unwrap();
 
@@ -329,8 +321,7 @@ async fn a_redone_message_does_not_duplicate_what_it_already_published() {
 async fn an_input_too_large_to_dead_letter_whole_is_kept_truncated_not_retried_forever() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
     // Just under the server's 1 MiB max_payload: our headers push the dead letter over.
     let body = vec![b'x'; 1_048_400];

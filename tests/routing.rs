@@ -19,8 +19,7 @@ type Headers<'a> = &'a [(&'a str, &'a str)];
 async fn every_format_is_routed_with_its_metadata() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
 
     let inputs: [(&str, &str, Headers); 6] = [
@@ -136,8 +135,7 @@ async fn each_dead_letter_reason_keeps_the_original_bytes() {
         "\n- _id: nowhere\n  ingestion: {mode: blob_trigger, landing_container: nowhere-landing}\n  route: {subject: unstreamed.subject}\n",
     );
     let configs = ConfigFile::new(&yaml);
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
 
     let eventgrid = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
@@ -234,8 +232,7 @@ async fn editing_the_config_file_changes_routing_without_restart() {
     let nats = NatsServer::start();
     let v1 = "- _id: edit-me\n  version: 1\n  ingestion: {mode: blob_trigger, landing_container: qc-analyzer-landing}\n  route: {subject: blob.routed.first}\n";
     let configs = ConfigFile::new(v1);
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
 
     publish(&js, "blob.events.x", fixture("events/eventgrid.json"), &[]).await;
@@ -310,8 +307,7 @@ async fn a_message_the_stream_refuses_for_good_is_dead_lettered_as_publish_rejec
     let configs = ConfigFile::new(
         "- _id: tiny\n  ingestion: {mode: blob_trigger, landing_container: qc-analyzer-landing}\n  route: {subject: small.tiny}\n",
     );
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let body = fixture("events/eventgrid.json");
     publish(&js, "blob.events.x", body.clone(), &[]).await;
     assert_eq!(
@@ -337,8 +333,7 @@ async fn a_message_the_stream_refuses_for_good_is_dead_lettered_as_publish_rejec
 async fn hostile_event_ids_are_routed_without_harm() {
     let nats = NatsServer::start();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let js = nats.jetstream().await;
     let eventgrid = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
     let long_a = format!("{}a", "x".repeat(400));
@@ -375,8 +370,7 @@ async fn a_refused_config_is_listed_and_the_rest_keep_routing() {
         "\n- _id: broken\n  ingestion: {mode: blob_trigger, landing_container: c, path_pattern: {pattern: 'a/{oops'}}\n  route: {subject: 'has space'}\n",
     );
     let configs = ConfigFile::new(&yaml);
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
-    worker.wait_ready().await;
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
     let (_, body) = worker.get("/health/cache").await.unwrap();
     let health: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["cache_size"], 5, "{body}");

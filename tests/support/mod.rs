@@ -180,6 +180,13 @@ impl Worker {
         }
     }
 
+    /// Spawns the worker and waits until it is ready.
+    pub async fn start(nats_url: &str, configs: &Path, extra: &[&str]) -> Self {
+        let worker = Self::spawn(nats_url, configs, extra);
+        worker.wait_ready().await;
+        worker
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
