@@ -132,6 +132,13 @@ impl ConfigCache {
                     .change_stream_restarts
                     .fetch_add(1, Relaxed);
             }
+            Change::Resumed => {
+                self.metrics
+                    .counters
+                    .change_stream_restarts
+                    .fetch_add(1, Relaxed);
+                self.set_feed_status(true, None);
+            }
             Change::Status { active, error } => self.set_feed_status(active, error),
         }
     }

@@ -17,6 +17,7 @@
 //! in one place, [`crate::config::SourceConfig::from_value`].
 
 pub mod file;
+pub mod mongo;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -31,6 +32,9 @@ pub enum Change {
     Delete(String),
     /// The feed lost track (invalidate, history lost, ...): read a full snapshot again.
     Reload,
+    /// The feed was interrupted and has resumed where it stopped (nothing was missed):
+    /// counted as a restart, and the feed is active again.
+    Resumed,
     /// The feed's health changed. `active == false` means changes may currently be
     /// missed (the cache stops remembering negative answers); `error` is shown in
     /// `/health/cache` (e.g. a config file that no longer parses).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod mockdb;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
