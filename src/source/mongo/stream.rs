@@ -102,7 +102,9 @@ pub(crate) async fn open(shared: Arc<Shared>, resume: bool) -> Result<Follower, 
                 tracing::info!(source = %shared.shown, "change stream resumed from the saved token");
                 return Ok(Follower::new(shared, stream, time, Some(token)));
             }
-            Err(e) if is_lost(&e) => {
+            // Any refusal by the server (history lost, unknown or malformed token): a
+            // saved token is an optimisation, never a reason not to start.
+            Err(e) if is_lost(&e) || matches!(e.kind.as_ref(), ErrorKind::Command(_)) => {
                 tracing::warn!(source = %shared.shown, error = %e,
                     "the saved resume token no longer works; starting from now with a full reload");
                 if let Some(file) = &shared.token_file {
