@@ -23,15 +23,17 @@ use crate::http::{self, HttpState};
 use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
 use crate::source::file::FileSource;
-use crate::source::ConfigSource;
+use crate::source::mongo::MongoSource;
+use crate::source::{ConfigSource, SourceError};
 use crate::telemetry::Telemetry;
 
-/// The config source the flags select.
-pub fn config_source(args: &SourceArgs) -> Arc<dyn ConfigSource> {
-    match &args.configs {
-        Some(path) => Arc::new(FileSource::new(path)),
-        None => Arc::new(FileSource::embedded()),
-    }
+/// The config source the flags select: MongoDB, a file, or the embedded default.
+pub async fn config_source(args: &SourceArgs) -> Result<Arc<dyn ConfigSource>, SourceError> {
+    Ok(match (&args.mongo(), &args.configs) {
+        (Some(settings), _) => Arc::new(MongoSource::connect(settings).await?),
+        (None, Some(path)) => Arc::new(FileSource::new(path)),
+        (None, None) => Arc::new(FileSource::embedded()),
+    })
 }
 
 /// Longest wait for the final flush at shutdown.
@@ -41,8 +43,8 @@ const HAND_BACK_WAIT: Duration = Duration::from_millis(50);
 
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let telemetry = Telemetry::init()?;
-    let source = config_source(&args.source);
-    if args.source.configs.is_none() {
+    let source = config_source(&args.source).await?;
+    if args.source.configs.is_none() && args.source.mongodb_uri.is_none() {
         tracing::warn!("no --configs given: running on the embedded default configs");
     }
     let cache = Arc::new(ConfigCache::new(

@@ -9,6 +9,8 @@ use async_nats::jetstream;
 use crate::app::config_source;
 use crate::cli::CheckArgs;
 use crate::config::SourceConfig;
+use crate::source::mongo::{Deployment, MongoSource, CONTAINER_FIELD};
+use crate::source::ConfigSource;
 
 /// Exit codes of `check`.
 pub mod exit {
@@ -20,42 +22,13 @@ pub mod exit {
 
 pub async fn check(args: CheckArgs) -> ExitCode {
     let mut failed: Option<u8> = None;
+
+    if !check_source(&args).await {
+        failed.get_or_insert(exit::CONFIG_SOURCE);
+    }
     let mut fail = |code: u8| {
         failed.get_or_insert(code);
     };
-
-    // Config source: loads, and every document validates.
-    let source = config_source(&args.source);
-    match source.snapshot().await {
-        Ok(docs) => {
-            let refused: Vec<_> = docs
-                .iter()
-                .filter_map(|d| SourceConfig::from_value(d, &args.nats.routed_prefix).err())
-                .collect();
-            if refused.is_empty() {
-                println!(
-                    "ok    config source {}: {} configs valid",
-                    source.describe(),
-                    docs.len()
-                );
-            } else {
-                println!(
-                    "FAIL  config source {}: {} of {} configs refused",
-                    source.describe(),
-                    refused.len(),
-                    docs.len()
-                );
-                for e in &refused {
-                    println!("        {e}");
-                }
-                fail(exit::CONFIG_SOURCE);
-            }
-        }
-        Err(e) => {
-            println!("FAIL  config source {}: {e}", source.describe());
-            fail(exit::CONFIG_SOURCE);
-        }
-    }
 
     // NATS and the streams.
     let shown = crate::nats::redact_url(&args.nats.nats_url);
@@ -90,5 +63,96 @@ pub async fn check(args: CheckArgs) -> ExitCode {
     match failed {
         None => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(code),
+    }
+}
+
+/// The config source: reachable, (for MongoDB) a deployment with change streams, and
+/// every document valid. Prints a line per finding; false when any failed.
+async fn check_source(args: &CheckArgs) -> bool {
+    let mut ok = true;
+    if let Some(settings) = args.source.mongo() {
+        let mongo = match MongoSource::connect(&settings).await {
+            Ok(m) => m,
+            Err(e) => {
+                println!("FAIL  config source: {e}");
+                return false;
+            }
+        };
+        let shown = mongo.describe();
+        match mongo.deployment().await {
+            Ok(Deployment::ReplicaSet(name)) => {
+                println!("ok    MongoDB {shown}: replica set `{name}`, change streams available")
+            }
+            Ok(Deployment::Sharded) => {
+                println!("ok    MongoDB {shown}: sharded cluster, change streams available")
+            }
+            Ok(Deployment::Standalone) => {
+                println!(
+                    "FAIL  MongoDB {shown}: a standalone server; change streams need a replica \
+                     set or a sharded cluster. Start mongod with `--replSet rs0` and run \
+                     `rs.initiate()` once (a one-node replica set is enough; \
+                     docker-compose.yaml does both)."
+                );
+                ok = false;
+            }
+            Err(e) => {
+                println!("FAIL  {e}");
+                println!("skip  configs (no MongoDB)");
+                return false;
+            }
+        }
+        match mongo.has_container_index().await {
+            Ok(true) => println!("ok    index on {CONTAINER_FIELD}"),
+            Ok(false) => println!(
+                "warn  no index on {CONTAINER_FIELD}: forced reads scan the collection. \
+                 `blob-router configs import` creates it, or run \
+                 db.{}.createIndex({{\"{CONTAINER_FIELD}\": 1}})",
+                settings.collection
+            ),
+            Err(e) => println!("warn  could not list indexes: {e}"),
+        }
+        return validate(&mongo, &args.nats.routed_prefix).await && ok;
+    }
+    match config_source(&args.source).await {
+        Ok(source) => validate(&*source, &args.nats.routed_prefix).await,
+        Err(e) => {
+            println!("FAIL  config source: {e}");
+            false
+        }
+    }
+}
+
+/// Loads the snapshot and validates every document.
+async fn validate(source: &dyn ConfigSource, routed_prefix: &str) -> bool {
+    match source.snapshot().await {
+        Ok(docs) => {
+            let refused: Vec<_> = docs
+                .iter()
+                .filter_map(|d| SourceConfig::from_value(d, routed_prefix).err())
+                .collect();
+            if refused.is_empty() {
+                println!(
+                    "ok    config source {}: {} configs valid",
+                    source.describe(),
+                    docs.len()
+                );
+                true
+            } else {
+                println!(
+                    "FAIL  config source {}: {} of {} configs refused",
+                    source.describe(),
+                    refused.len(),
+                    docs.len()
+                );
+                for e in &refused {
+                    println!("        {e}");
+                }
+                false
+            }
+        }
+        Err(e) => {
+            println!("FAIL  config source {}: {e}", source.describe());
+            false
+        }
     }
 }

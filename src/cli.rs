@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::configs_cmd::ConfigsArgs;
 use crate::nats::consumer::ConsumerSettings;
 use crate::nats::streams::{StreamSpec, Topology};
+use crate::source::mongo::MongoSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +31,8 @@ pub enum Command {
     Run(RunArgs),
     /// Check NATS, the streams and the config source, then exit (0 when all is well).
     Check(CheckArgs),
+    /// Import, export, validate or list source configs (MongoDB or a file).
+    Configs(ConfigsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,9 +142,38 @@ impl NatsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Source configs from a JSON or YAML file (a list of documents), watched for
-    /// changes. Without it the embedded default configs are used.
-    #[arg(long, env = "BLOB_ROUTER_CONFIGS")]
+    /// changes. Without it (and without --mongodb-uri) the embedded default configs are
+    /// used.
+    #[arg(long, env = "BLOB_ROUTER_CONFIGS", conflicts_with = "mongodb_uri")]
     pub configs: Option<PathBuf>,
+    /// Source configs from MongoDB (a replica set or sharded cluster: change streams
+    /// need one), e.g. `mongodb://host:27017/?replicaSet=rs0` or `mongodb+srv://...`.
+    /// Never logged.
+    #[arg(long, env = "BLOB_ROUTER_MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+    /// MongoDB database [default: the URI's database, else `blob_router`].
+    #[arg(long, env = "BLOB_ROUTER_DATABASE", requires = "mongodb_uri")]
+    pub database: Option<String>,
+    /// MongoDB collection holding the source configs.
+    #[arg(long, env = "BLOB_ROUTER_COLLECTION", default_value = "source_configs")]
+    pub collection: String,
+    /// Keep the change stream's resume token in this file, so a restarted worker resumes
+    /// the stream where the previous one stopped (a token the server no longer knows
+    /// falls back to a full reload).
+    #[arg(long, env = "BLOB_ROUTER_RESUME_TOKEN_FILE", requires = "mongodb_uri")]
+    pub resume_token_file: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The MongoDB settings, when `--mongodb-uri` is given.
+    pub fn mongo(&self) -> Option<MongoSettings> {
+        self.mongodb_uri.as_ref().map(|uri| MongoSettings {
+            uri: uri.clone(),
+            database: self.database.clone(),
+            collection: self.collection.clone(),
+            resume_token_file: self.resume_token_file.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -23,6 +23,7 @@ pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod configs_cmd;
 pub mod event;
 pub mod http;
 pub mod nats;

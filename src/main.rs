@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use blob_router::cli::{Cli, Command};
-use blob_router::{app, check, shutdown, telemetry};
+use blob_router::{app, check, configs_cmd, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Check(args) => check::check(args).await,
+            Command::Configs(args) => configs_cmd::run(args).await,
         }
     })
 }
