@@ -81,6 +81,8 @@ pub struct CacheHealth {
     pub containers: usize,
     pub cache_age_seconds: f64,
     pub change_stream_active: bool,
+    /// Times the change feed was resumed or restarted since the process started.
+    pub change_stream_restarts: u64,
     pub last_change_at: Option<String>,
     pub last_full_load_at: Option<String>,
     pub refused: Vec<ConfigError>,
@@ -346,6 +348,7 @@ impl ConfigCache {
             containers: self.index.load().container_count(),
             cache_age_seconds: self.metrics.counters.cache_age_seconds(),
             change_stream_active: self.metrics.counters.change_stream_active.load(Relaxed),
+            change_stream_restarts: self.metrics.counters.change_stream_restarts.load(Relaxed),
             last_change_at: state
                 .last_change_at
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),

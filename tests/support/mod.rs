@@ -158,15 +158,21 @@ pub struct Worker {
 impl Worker {
     /// Spawns `blob-router run` with `--configs configs` and any extra flags.
     pub fn spawn(nats_url: &str, configs: &Path, extra: &[&str]) -> Self {
+        let configs = configs.to_str().unwrap();
+        let mut args = vec!["--configs", configs];
+        args.extend_from_slice(extra);
+        Self::spawn_with(nats_url, &args)
+    }
+
+    /// Spawns `blob-router run` with these flags (the config source among them).
+    pub fn spawn_with(nats_url: &str, args: &[&str]) -> Self {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("worker.log");
         let child = Command::new(env!("CARGO_BIN_EXE_blob-router"))
             .arg("run")
             .args(["--nats-url", nats_url, "--http-addr", &http.to_string()])
-            .arg("--configs")
-            .arg(configs)
-            .args(extra)
+            .args(args)
             .env("BLOB_ROUTER_LOG_LEVEL", "info,blob_router=debug")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())

@@ -1,0 +1,252 @@
+//! The real binary against the scripted MongoDB (MockupDB) and a private nats-server:
+//! `check` on each kind of deployment, `configs import`, and `run` following the
+//! change stream, taking the forced read on a miss and resuming after an error.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use blob_router::source::mongo::from_json;
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+use support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode};
+use support::*;
+use tokio::process::Command;
+
+const NS: (&str, &str) = ("blob_router", "source_configs");
+const NS_STR: &str = "blob_router.source_configs";
+const QUIET: Duration = Duration::from_millis(300);
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_blob-router"));
+    c.env_remove("BLOB_ROUTER_MONGODB_URI")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The fixture configs as BSON documents.
+fn fixture_docs() -> Vec<Document> {
+    let text = std::fs::read_to_string(fixture_path("configs.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml_ng::from_str(&text).unwrap();
+    docs.iter().map(|d| from_json(d).unwrap()).collect()
+}
+
+async fn answer_check_reads(db: &MockDb) {
+    let list = db.next("listIndexes").await;
+    db.reply(
+        &list,
+        first_batch(
+            NS_STR,
+            0,
+            vec![doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}],
+            None,
+        ),
+    )
+    .await;
+    let find = db.next("find").await;
+    db.reply(&find, first_batch(NS_STR, 0, fixture_docs(), None))
+        .await;
+}
+
+#[tokio::test]
+async fn check_refuses_a_standalone_server_with_a_clear_message() {
+    let db = MockDb::start(Mode::Standalone).await;
+    let nats = NatsServer::start();
+    let run = bin()
+        .args(["check", "--nats-url", &nats.url(), "--mongodb-uri", &db.uri()])
+        .output();
+    let (out, ()) = tokio::join!(run, answer_check_reads(&db));
+    let out = out.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    assert!(stdout.contains("standalone"), "{stdout}");
+    assert!(stdout.contains("replica set"), "{stdout}");
+    assert!(
+        stdout.contains("warn  no index on ingestion.landing_container"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn check_accepts_a_replica_set_and_a_sharded_cluster() {
+    let nats = NatsServer::start();
+    for (mode, says) in [
+        (Mode::ReplicaSet, "replica set `rs0`"),
+        (Mode::Sharded, "sharded cluster"),
+    ] {
+        let db = MockDb::start(mode).await;
+        let run = bin()
+            .args(["check", "--nats-url", &nats.url(), "--mongodb-uri", &db.uri()])
+            .output();
+        let (out, ()) = tokio::join!(run, answer_check_reads(&db));
+        let out = out.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert!(stdout.contains(says), "{stdout}");
+        assert!(stdout.contains("5 configs valid"), "{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn import_upserts_every_config_by_id_and_creates_the_index() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let run = bin()
+        .args(["configs", "import", "--mongodb-uri", &db.uri()])
+        .arg(fixture_path("configs.yaml"))
+        .output();
+    let script = async {
+        let find = db.next("find").await;
+        assert_eq!(find.command.get_document("filter").unwrap(), &doc! {});
+        db.reply(&find, first_batch(NS_STR, 0, vec![], None)).await;
+        let mut written = Vec::new();
+        for _ in 0..5 {
+            let update = db.next("update").await;
+            let updates = update.command.get_array("updates").unwrap();
+            assert_eq!(updates.len(), 1);
+            let u = updates[0].as_document().unwrap();
+            assert_eq!(u.get_bool("upsert"), Ok(true));
+            let id = u.get_document("q").unwrap().get_str("_id").unwrap();
+            let doc = u.get_document("u").unwrap();
+            assert_eq!(doc.get_str("_id"), Ok(id));
+            written.push(doc.clone());
+            db.reply(
+                &update,
+                doc! {"ok": 1, "n": 1, "nModified": 0, "upserted": [{"index": 0, "_id": id}]},
+            )
+            .await;
+        }
+        let mut expected = fixture_docs();
+        let key = |d: &Document| d.get_str("_id").unwrap().to_string();
+        expected.sort_by_key(key);
+        written.sort_by_key(key);
+        assert_eq!(written, expected, "the file's documents, unchanged");
+        let index = db.next("createIndexes").await;
+        let spec = index.command.get_array("indexes").unwrap()[0]
+            .as_document()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            spec.get_document("key").unwrap(),
+            &doc! {"ingestion.landing_container": 1}
+        );
+        db.reply(&index, doc! {"ok": 1}).await;
+    };
+    let (out, ()) = tokio::join!(run, script);
+    let out = out.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("5 inserted, 0 updated, 0 unchanged"), "{stdout}");
+}
+
+#[tokio::test]
+async fn import_refuses_a_bad_file_and_writes_nothing() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let file = ConfigFile::new(
+        "- {_id: good, ingestion: {mode: blob_trigger, landing_container: c}}\n\
+         - {_id: bad, ingestion: {mode: blob_trigger, landing_container: c, path_pattern: {pattern: 'a/{x'}}}\n\
+         - {_id: worse, ingestion: {mode: blob_trigger}}\n",
+    );
+    let out = bin()
+        .args(["configs", "import", "--mongodb-uri", &db.uri()])
+        .arg(&file.path)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("2 of 3 configs refused"), "{stderr}");
+    assert!(stderr.contains("bad") && stderr.contains("worse"), "{stderr}");
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+    for command in ["find", "update", "insert"] {
+        assert!(!db.sees(command, QUIET).await, "{command} sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let nats = NatsServer::start();
+    let uri = db.uri();
+    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]);
+
+    // Startup: stream first, then the snapshot; not ready before both.
+    let agg = db.next("aggregate").await;
+    assert!(!db.sees("find", QUIET).await);
+    assert_eq!(worker.get("/health/ready").await.map(|r| r.0), Some(503));
+    db.reply(&agg, first_batch(NS_STR, 42, vec![], Some("T0")))
+        .await;
+    let find = db.next("find").await;
+    db.reply(&find, first_batch(NS_STR, 0, fixture_docs(), None))
+        .await;
+    worker.wait_ready().await;
+    let (_, health) = worker.get("/health/cache").await.unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["cache_size"], 5, "{health}");
+    assert_eq!(health["change_stream_active"], true);
+
+    // An event routed by a config from MongoDB.
+    let js = nats.jetstream().await;
+    publish(&js, "blob.events.azure", fixture("events/eventgrid.json"), &[]).await;
+    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(20)).await, (1, 0));
+
+    // The config is deleted: the next event for that container misses, the forced read
+    // for its container finds nothing, and the event is dead-lettered.
+    let more = db.next("getMore").await;
+    let delete = change_event("T1", "delete", NS, Some("qc-analyzer-results"), None);
+    let raw = change_event("T2", "delete", NS, Some("qc-analyzer-raw"), None);
+    db.reply(&more, next_batch(NS_STR, 42, vec![delete, raw], Some("T2")))
+        .await;
+    let more = db.next("getMore").await;
+    let body = String::from_utf8(fixture("events/eventgrid.json"))
+        .unwrap()
+        .replace("\"id\": \"", "\"id\": \"again-");
+    publish(&js, "blob.events.azure", body.into_bytes(), &[]).await;
+    let read = db.next("find").await;
+    assert_eq!(
+        read.command.get_document("filter").unwrap(),
+        &doc! {"enabled": {"$ne": false}, "ingestion.landing_container": "qc-analyzer-landing"}
+    );
+    db.reply(&read, first_batch(NS_STR, 0, vec![], None)).await;
+    assert_eq!(wait_outputs(&js, 2, Duration::from_secs(20)).await, (1, 1));
+    let dead = read_all(&js, "BLOB_DLQ").await;
+    assert_eq!(
+        dead[0].header("Blob-Router-Reason"),
+        Some("no_matching_config")
+    );
+
+    // A stream error: inactive while down, resumed after T2, counted.
+    db.fail(&more, 11601, "interrupted", &[]).await;
+    let agg = db.next("aggregate").await;
+    let (_, health) = worker.get("/health/cache").await.unwrap();
+    assert!(health.contains("\"change_stream_active\":false"), "{health}");
+    let stage = agg.command.get_array("pipeline").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .get_document("$changeStream")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        stage.get_document("resumeAfter").unwrap(),
+        &doc! {"_data": "T2"}
+    );
+    db.reply(&agg, first_batch(NS_STR, 43, vec![], Some("T2")))
+        .await;
+    worker
+        .wait_metric(
+            "source_config_change_stream_restarts_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    let (_, health) = worker.get("/health/cache").await.unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["change_stream_active"], true, "{health}");
+    assert_eq!(health["change_stream_restarts"], 1, "{health}");
+    assert!(health["last_change_at"].is_string(), "{health}");
+    let logs = worker.logs();
+    assert!(logs.contains("127.0.0.1"), "the source is described in the logs");
+}
