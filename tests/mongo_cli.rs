@@ -57,7 +57,13 @@ async fn check_refuses_a_standalone_server_with_a_clear_message() {
     let db = MockDb::start(Mode::Standalone).await;
     let nats = NatsServer::start();
     let run = bin()
-        .args(["check", "--nats-url", &nats.url(), "--mongodb-uri", &db.uri()])
+        .args([
+            "check",
+            "--nats-url",
+            &nats.url(),
+            "--mongodb-uri",
+            &db.uri(),
+        ])
         .output();
     let (out, ()) = tokio::join!(run, answer_check_reads(&db));
     let out = out.unwrap();
@@ -80,7 +86,13 @@ async fn check_accepts_a_replica_set_and_a_sharded_cluster() {
     ] {
         let db = MockDb::start(mode).await;
         let run = bin()
-            .args(["check", "--nats-url", &nats.url(), "--mongodb-uri", &db.uri()])
+            .args([
+                "check",
+                "--nats-url",
+                &nats.url(),
+                "--mongodb-uri",
+                &db.uri(),
+            ])
             .output();
         let (out, ()) = tokio::join!(run, answer_check_reads(&db));
         let out = out.unwrap();
@@ -138,8 +150,15 @@ async fn import_upserts_every_config_by_id_and_creates_the_index() {
     let (out, ()) = tokio::join!(run, script);
     let out = out.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("5 inserted, 0 updated, 0 unchanged"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("5 inserted, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +178,10 @@ async fn import_refuses_a_bad_file_and_writes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("2 of 3 configs refused"), "{stderr}");
-    assert!(stderr.contains("bad") && stderr.contains("worse"), "{stderr}");
+    assert!(
+        stderr.contains("bad") && stderr.contains("worse"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was imported"), "{stderr}");
     for command in ["find", "update", "insert"] {
         assert!(!db.sees(command, QUIET).await, "{command} sent");
@@ -190,7 +212,13 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
 
     // An event routed by a config from MongoDB.
     let js = nats.jetstream().await;
-    publish(&js, "blob.events.azure", fixture("events/eventgrid.json"), &[]).await;
+    publish(
+        &js,
+        "blob.events.azure",
+        fixture("events/eventgrid.json"),
+        &[],
+    )
+    .await;
     assert_eq!(wait_outputs(&js, 1, Duration::from_secs(20)).await, (1, 0));
 
     // The config is deleted: the next event for that container misses, the forced read
@@ -222,7 +250,10 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     db.fail(&more, 11601, "interrupted", &[]).await;
     let agg = db.next("aggregate").await;
     let (_, health) = worker.get("/health/cache").await.unwrap();
-    assert!(health.contains("\"change_stream_active\":false"), "{health}");
+    assert!(
+        health.contains("\"change_stream_active\":false"),
+        "{health}"
+    );
     let stage = agg.command.get_array("pipeline").unwrap()[0]
         .as_document()
         .unwrap()
@@ -248,5 +279,8 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     assert_eq!(health["change_stream_restarts"], 1, "{health}");
     assert!(health["last_change_at"].is_string(), "{health}");
     let logs = worker.logs();
-    assert!(logs.contains("127.0.0.1"), "the source is described in the logs");
+    assert!(
+        logs.contains("127.0.0.1"),
+        "the source is described in the logs"
+    );
 }

@@ -25,7 +25,7 @@ const QUIET: Duration = Duration::from_millis(300);
 
 fn config(id: &str, container: &str, version: i64) -> Document {
     doc! {"_id": id, "enabled": true, "version": version,
-          "ingestion": {"mode": "blob_trigger", "landing_container": container}}
+    "ingestion": {"mode": "blob_trigger", "landing_container": container}}
 }
 
 async fn source(db: &MockDb, token_file: Option<PathBuf>) -> Arc<MongoSource> {
@@ -93,8 +93,11 @@ impl Rig {
         assert_from_now(&agg);
         db.reply(&agg, first_batch(NS_STR, 42, vec![], token)).await;
         let find = db.next("find").await;
-        db.reply(&find, first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None))
-            .await;
+        db.reply(
+            &find,
+            first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None),
+        )
+        .await;
         let feed = warm.await.unwrap().unwrap();
         let stop = CancellationToken::new();
         let src: Arc<dyn ConfigSource> = source.clone();
@@ -105,11 +108,7 @@ impl Rig {
             Duration::from_secs(300),
             stop.clone(),
         ));
-        Self {
-            db,
-            cache,
-            stop,
-        }
+        Self { db, cache, stop }
     }
 
     /// The ids of the configs in `container`.
@@ -207,14 +206,23 @@ async fn warm_opens_the_stream_first_and_keeps_a_change_made_during_the_snapshot
     );
     let more = db.next("getMore").await;
     assert_eq!(more.command.get_i64("getMore"), Ok(42));
-    let late = change_event("T1", "insert", NS, Some("late"), Some(config("late", "c9", 1)));
+    let late = change_event(
+        "T1",
+        "insert",
+        NS,
+        Some("late"),
+        Some(config("late", "c9", 1)),
+    );
     db.reply(&more, next_batch(NS_STR, 42, vec![late], Some("T1")))
         .await;
     db.next("getMore").await; // the change has been forwarded
 
     // 3. The snapshot (without the late config) answers; warm applies the change too.
-    db.reply(&find, first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None))
-        .await;
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None),
+    )
+    .await;
     let _feed = warm.await.unwrap().unwrap();
     assert_eq!(ids(&cache, "c1"), vec!["a"]);
     assert_eq!(
@@ -232,12 +240,20 @@ async fn each_change_event_updates_one_config_without_a_reload() {
     // update: `a` moves to c2 (fullDocument from the update lookup).
     rig.feed(
         42,
-        vec![change_event("T1", "update", NS, Some("a"), Some(config("a", "c2", 2)))],
+        vec![change_event(
+            "T1",
+            "update",
+            NS,
+            Some("a"),
+            Some(config("a", "c2", 2)),
+        )],
         "T1",
     )
     .await;
-    rig.wait("a moved to c2", |c| ids(c, "c2") == ["a"] && ids(c, "c1").is_empty())
-        .await;
+    rig.wait("a moved to c2", |c| {
+        ids(c, "c2") == ["a"] && ids(c, "c1").is_empty()
+    })
+    .await;
     assert_eq!(rig.cache.load().candidates("c2")[0].version, 2);
     // insert, then replace of b
     rig.feed(
@@ -272,7 +288,13 @@ async fn each_change_event_updates_one_config_without_a_reload() {
     .await;
     rig.feed(
         42,
-        vec![change_event("T6", "insert", NS, Some("d"), Some(config("d", "c4", 1)))],
+        vec![change_event(
+            "T6",
+            "insert",
+            NS,
+            Some("d"),
+            Some(config("d", "c4", 1)),
+        )],
         "T6",
     )
     .await;
@@ -295,25 +317,32 @@ async fn a_resumable_error_is_resumed_by_the_driver_after_the_last_token() {
     let db = &rig.db;
     rig.feed(
         42,
-        vec![change_event("T1", "insert", NS, Some("b"), Some(config("b", "c2", 1)))],
+        vec![change_event(
+            "T1",
+            "insert",
+            NS,
+            Some("b"),
+            Some(config("b", "c2", 1)),
+        )],
         "T1",
     )
     .await;
     let more = db.next("getMore").await;
-    db.fail(
-        &more,
-        6,
-        "HostUnreachable",
-        &["ResumableChangeStreamError"],
-    )
-    .await;
+    db.fail(&more, 6, "HostUnreachable", &["ResumableChangeStreamError"])
+        .await;
     let agg = db.next("aggregate").await;
     assert_eq!(resume_after(&agg).as_deref(), Some("T1"));
     db.reply(&agg, first_batch(NS_STR, 43, vec![], Some("T1")))
         .await;
     rig.feed(
         43,
-        vec![change_event("T2", "insert", NS, Some("c"), Some(config("c", "c3", 1)))],
+        vec![change_event(
+            "T2",
+            "insert",
+            NS,
+            Some("c"),
+            Some(config("c", "c3", 1)),
+        )],
         "T2",
     )
     .await;
@@ -329,7 +358,8 @@ async fn a_stream_error_marks_the_feed_down_and_resumes_with_backoff_after_the_l
     let db = &rig.db;
     let more = db.next("getMore").await;
     // Not resumable by the driver (no label): it reaches the source.
-    db.fail(&more, 11601, "operation was interrupted", &[]).await;
+    db.fail(&more, 11601, "operation was interrupted", &[])
+        .await;
     rig.wait("feed inactive", |c| !c.health().change_stream_active)
         .await;
     // The first resume attempt fails too; the next one (after a backoff) succeeds.
@@ -366,8 +396,11 @@ async fn expect_reload_from_now(rig: &Rig) {
         find.command.get_document("filter").unwrap(),
         &doc! {"enabled": {"$ne": false}}
     );
-    db.reply(&find, first_batch(NS_STR, 0, vec![config("x", "c5", 1)], None))
-        .await;
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("x", "c5", 1)], None),
+    )
+    .await;
     rig.wait("reloaded", |c| {
         ids(c, "c1").is_empty() && ids(c, "c5") == ["x"] && c.health().change_stream_active
     })
@@ -383,7 +416,12 @@ async fn history_lost_reloads_everything_and_reopens_from_now() {
     let rig = Rig::start().await;
     let more = rig.db.next("getMore").await;
     rig.db
-        .fail(&more, 286, "ChangeStreamHistoryLost: resume point no longer in the oplog", &[])
+        .fail(
+            &more,
+            286,
+            "ChangeStreamHistoryLost: resume point no longer in the oplog",
+            &[],
+        )
         .await;
     expect_reload_from_now(&rig).await;
 }
@@ -395,7 +433,10 @@ async fn invalidate_reloads_everything_and_reopens_from_now() {
     let drop = change_event("T1", "drop", NS, None, None);
     let invalidate = change_event("T2", "invalidate", NS, None, None);
     rig.db
-        .reply(&more, next_batch(NS_STR, 0, vec![drop, invalidate], Some("T2")))
+        .reply(
+            &more,
+            next_batch(NS_STR, 0, vec![drop, invalidate], Some("T2")),
+        )
         .await;
     expect_reload_from_now(&rig).await;
 }
@@ -450,11 +491,17 @@ async fn the_forced_read_asks_for_one_container() {
         find.command.get_document("filter").unwrap(),
         &doc! {"enabled": {"$ne": false}, "ingestion.landing_container": "c7"}
     );
-    db.reply(&find, first_batch(NS_STR, 0, vec![config("p", "c7", 4)], None))
-        .await;
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("p", "c7", 4)], None),
+    )
+    .await;
     let docs = read.await.unwrap().unwrap();
-    assert_eq!(docs, vec![json!({"_id": "p", "enabled": true, "version": 4,
-        "ingestion": {"mode": "blob_trigger", "landing_container": "c7"}})]);
+    assert_eq!(
+        docs,
+        vec![json!({"_id": "p", "enabled": true, "version": 4,
+        "ingestion": {"mode": "blob_trigger", "landing_container": "c7"}})]
+    );
 }
 
 #[tokio::test]
@@ -466,7 +513,13 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     let rig = Rig::start_with(Some(file.clone()), Some("T0")).await;
     rig.feed(
         42,
-        vec![change_event("T1", "insert", NS, Some("b"), Some(config("b", "c2", 1)))],
+        vec![change_event(
+            "T1",
+            "insert",
+            NS,
+            Some("b"),
+            Some(config("b", "c2", 1)),
+        )],
         "T1",
     )
     .await;
@@ -485,8 +538,11 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     db.reply(&agg, first_batch(NS_STR, 50, vec![], Some("T1")))
         .await;
     let find = db.next("find").await;
-    db.reply(&find, first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None))
-        .await;
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None),
+    )
+    .await;
     let feed = warm.await.unwrap().unwrap();
     drop(feed);
     drop(db);
@@ -504,8 +560,11 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     db.reply(&agg, first_batch(NS_STR, 51, vec![], Some("N0")))
         .await;
     let find = db.next("find").await;
-    db.reply(&find, first_batch(NS_STR, 0, vec![config("z", "c8", 1)], None))
-        .await;
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("z", "c8", 1)], None),
+    )
+    .await;
     let _feed = warm.await.unwrap().unwrap();
     assert_eq!(ids(&cache, "c8"), vec!["z"]);
     let saved = std::fs::read_to_string(&file).unwrap();

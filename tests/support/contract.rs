@@ -118,14 +118,17 @@ pub async fn read_container_returns_only_that_container(h: &dyn Harness) {
     assert!(source.read_container("none").await.unwrap().is_empty());
 }
 
-/// Instantiates the suite for one harness constructor (`async fn() -> impl Harness`).
+/// Instantiates the suite for one harness constructor (`async fn() -> impl Harness`),
+/// with optional attributes on every test (e.g. an `ignore` condition).
 #[macro_export]
 macro_rules! contract_suite {
-    ($make:expr) => {
+    ($make:expr $(, #[$attr:meta])*) => {
+        $(#[$attr])*
         #[tokio::test]
         async fn snapshot_returns_every_document() {
             $crate::support::contract::snapshot_returns_every_document(&$make().await).await;
         }
+        $(#[$attr])*
         #[tokio::test]
         async fn inserts_updates_and_deletes_arrive_on_the_feed() {
             $crate::support::contract::inserts_updates_and_deletes_arrive_on_the_feed(
@@ -133,6 +136,7 @@ macro_rules! contract_suite {
             )
             .await;
         }
+        $(#[$attr])*
         #[tokio::test]
         async fn a_change_between_watch_and_snapshot_is_not_lost() {
             $crate::support::contract::a_change_between_watch_and_snapshot_is_not_lost(
@@ -140,6 +144,7 @@ macro_rules! contract_suite {
             )
             .await;
         }
+        $(#[$attr])*
         #[tokio::test]
         async fn read_container_returns_only_that_container() {
             $crate::support::contract::read_container_returns_only_that_container(&$make().await)

@@ -58,7 +58,10 @@ const WAIT: Duration = Duration::from_secs(15);
 
 impl MockDb {
     pub async fn start(mode: Mode) -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/mockupdb_bridge.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/mockupdb_bridge.py"
+        );
         let mode = match mode {
             Mode::ReplicaSet => "replicaset",
             Mode::Sharded => "sharded",

@@ -174,7 +174,11 @@ impl MongoSource {
     pub async fn ensure_container_index(&self) -> Result<(), SourceError> {
         let model = IndexModel::builder()
             .keys(doc! {CONTAINER_FIELD: 1})
-            .options(IndexOptions::builder().name(CONTAINER_INDEX.to_string()).build())
+            .options(
+                IndexOptions::builder()
+                    .name(CONTAINER_INDEX.to_string())
+                    .build(),
+            )
             .build();
         self.shared
             .collection
@@ -286,7 +290,7 @@ mod tests {
     fn bson_documents_become_json_the_config_model_reads() {
         let oid = mongodb::bson::oid::ObjectId::parse_str("65f0c0ffee0000000000abcd").unwrap();
         let v = to_json(doc! {"_id": oid, "enabled": true, "priority": 2_i64,
-            "updated_at": mongodb::bson::DateTime::from_millis(0)});
+        "updated_at": mongodb::bson::DateTime::from_millis(0)});
         assert_eq!(v["_id"], json!({"$oid": "65f0c0ffee0000000000abcd"}));
         assert_eq!(v["priority"], json!(2));
         assert_eq!(
@@ -315,7 +319,10 @@ mod tests {
         .await
         .unwrap();
         let shown = s.describe();
-        assert!(!shown.contains("s3cret") && !shown.contains("app"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("app"),
+            "{shown}"
+        );
         assert_eq!(
             shown,
             "mongodb://db1.example:27017,db2.example:27017/configs.source_configs"

@@ -189,7 +189,10 @@ impl Follower {
                     self.save(false);
                     true
                 }
-                Ok(None) => self.resume(&tx, "the server closed the change stream").await,
+                Ok(None) => {
+                    self.resume(&tx, "the server closed the change stream")
+                        .await
+                }
                 Err(e) if is_lost(&e) => {
                     self.restart_fresh(&tx, format!("cannot resume: {e}")).await
                 }
@@ -216,11 +219,7 @@ impl Follower {
         let start = match (&self.token, self.time) {
             (Some(token), _) => Start::After(token.clone()),
             (None, Some(time)) => Start::At(time),
-            (None, None) => {
-                return self
-                    .restart_fresh(tx, "no resume point".to_string())
-                    .await
-            }
+            (None, None) => return self.restart_fresh(tx, "no resume point".to_string()).await,
         };
         let shared = self.shared.clone();
         let attempt = (|| open_stream(&shared, start.clone()))
@@ -332,12 +331,7 @@ pub enum Step {
 /// Maps a change event to a cache change. A document that is gone by the time of the
 /// update lookup (`fullDocument: null`) is a delete, and so is a disabled one.
 pub fn translate(event: ChangeStreamEvent<Document>) -> Step {
-    let key_id = || {
-        event
-            .document_key
-            .clone()
-            .and_then(|k| doc_id(&to_json(k)))
-    };
+    let key_id = || event.document_key.clone().and_then(|k| doc_id(&to_json(k)));
     match event.operation_type {
         OperationType::Insert | OperationType::Update | OperationType::Replace => {
             match event.full_document.clone() {
@@ -374,7 +368,11 @@ mod tests {
     use mongodb::bson::{self, Bson};
     use serde_json::json;
 
-    fn event(op: &str, key: Option<Document>, full: Option<Document>) -> ChangeStreamEvent<Document> {
+    fn event(
+        op: &str,
+        key: Option<Document>,
+        full: Option<Document>,
+    ) -> ChangeStreamEvent<Document> {
         let mut d = doc! {"_id": {"_data": "01"}, "operationType": op};
         if let Some(k) = key {
             d.insert("documentKey", k);
@@ -393,7 +391,9 @@ mod tests {
         for op in ["insert", "update", "replace"] {
             assert_eq!(
                 translate(event(op, Some(doc! {"_id": "a"}), Some(full.clone()))),
-                Step::Apply(Change::Upsert(json!({"_id": "a", "enabled": true, "ingestion": {"landing_container": "c"}})))
+                Step::Apply(Change::Upsert(
+                    json!({"_id": "a", "enabled": true, "ingestion": {"landing_container": "c"}})
+                ))
             );
         }
         assert_eq!(
@@ -409,7 +409,11 @@ mod tests {
             Step::Apply(Change::Delete("a".into()))
         );
         assert_eq!(
-            translate(event("update", Some(doc! {"_id": "a"}), Some(doc! {"_id": "a", "enabled": false}))),
+            translate(event(
+                "update",
+                Some(doc! {"_id": "a"}),
+                Some(doc! {"_id": "a", "enabled": false})
+            )),
             Step::Apply(Change::Delete("a".into()))
         );
         let oid = bson::oid::ObjectId::parse_str("65f0c0ffee0000000000abcd").unwrap();
@@ -422,9 +426,15 @@ mod tests {
     #[test]
     fn stream_ending_events_ask_for_a_reload() {
         for op in ["invalidate", "drop", "rename", "dropDatabase"] {
-            assert!(matches!(translate(event(op, None, None)), Step::Ended(_)), "{op}");
+            assert!(
+                matches!(translate(event(op, None, None)), Step::Ended(_)),
+                "{op}"
+            );
         }
-        assert!(matches!(translate(event("delete", None, None)), Step::Ended(_)));
+        assert!(matches!(
+            translate(event("delete", None, None)),
+            Step::Ended(_)
+        ));
         assert_eq!(translate(event("createIndexes", None, None)), Step::Ignore);
     }
 
