@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -24,7 +25,7 @@ use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
 use crate::source::file::FileSource;
 use crate::source::mongo::MongoSource;
-use crate::source::{ConfigSource, SourceError};
+use crate::source::{ChangeFeed, ConfigSource, SourceError};
 use crate::telemetry::Telemetry;
 
 /// The config source the flags select: MongoDB, a file, or the embedded default.
@@ -34,6 +35,32 @@ pub async fn config_source(args: &SourceArgs) -> Result<Arc<dyn ConfigSource>, S
         (None, Some(path)) => Arc::new(FileSource::new(path)),
         (None, None) => Arc::new(FileSource::embedded()),
     })
+}
+
+/// Warms the cache. A database that is not reachable yet (the worker started before
+/// MongoDB, or during a failover) is waited for, with backoff, not ready meanwhile; a file
+/// that cannot be read fails fast, since waiting would not fix it.
+async fn warm(
+    cache: &ConfigCache,
+    source: &dyn ConfigSource,
+    wait_for_source: bool,
+) -> Result<ChangeFeed, SourceError> {
+    if !wait_for_source {
+        return sync::warm(cache, source).await;
+    }
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times();
+    (|| sync::warm(cache, source))
+        .retry(policy)
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, SourceError::Unavailable(_)))
+        .notify(|e, wait| {
+            tracing::warn!(error = %e, retry_in = ?wait, "config source not available; not ready, retrying")
+        })
+        .await
 }
 
 /// Longest wait for the final flush at shutdown.
@@ -76,7 +103,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         let js = jetstream::new(client.clone());
         streams::ensure(&js, &args.nats.topology(), args.nats.create_streams).await?;
 
-        let feed = sync::warm(&cache, &*source).await?;
+        let feed = tokio::select! {
+            feed = warm(&cache, &*source, args.source.mongodb_uri.is_some()) => feed?,
+            _ = stop.cancelled() => return Ok(()),
+        };
         let maintainer = tokio::spawn(sync::maintain(cache.clone(), source.clone(), feed, args.cache_ttl, stop.clone()));
 
         let consumer = nats::consumer::durable(&js, &args.consumer()).await?;

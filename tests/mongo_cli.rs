@@ -195,7 +195,10 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     let uri = db.uri();
     let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]);
 
-    // Startup: stream first, then the snapshot; not ready before both.
+    // Startup: a database that refuses at first is retried, not fatal.
+    let agg = db.next("aggregate").await;
+    db.fail(&agg, 13, "not authorized on blob_router", &[]).await;
+    // Then the stream first, then the snapshot; not ready before both.
     let agg = db.next("aggregate").await;
     assert!(!db.sees("find", QUIET).await);
     assert_eq!(worker.get("/health/ready").await.map(|r| r.0), Some(503));
