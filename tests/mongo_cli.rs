@@ -197,7 +197,8 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
 
     // Startup: a database that refuses at first is retried, not fatal.
     let agg = db.next("aggregate").await;
-    db.fail(&agg, 13, "not authorized on blob_router", &[]).await;
+    db.fail(&agg, 13, "not authorized on blob_router", &[])
+        .await;
     // Then the stream first, then the snapshot; not ready before both.
     let agg = db.next("aggregate").await;
     assert!(!db.sees("find", QUIET).await);

@@ -435,7 +435,6 @@ mod tests {
             translate(event("delete", None, None)),
             Step::Ended(_)
         ));
-        assert_eq!(translate(event("createIndexes", None, None)), Step::Ignore);
     }
 
     #[test]
