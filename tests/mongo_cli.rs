@@ -35,6 +35,14 @@ fn fixture_docs() -> Vec<Document> {
     docs.iter().map(|d| from_json(d).unwrap()).collect()
 }
 
+/// The Event Grid fixture with its event id prefixed (a new event for the same blob).
+fn event_with_id(prefix: &str) -> Vec<u8> {
+    String::from_utf8(fixture("events/eventgrid.json"))
+        .unwrap()
+        .replace("\"id\": \"", &format!("\"id\": \"{prefix}"))
+        .into_bytes()
+}
+
 async fn answer_check_reads(db: &MockDb) {
     let list = db.next("listIndexes").await;
     db.reply(
@@ -233,10 +241,7 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     db.reply(&more, next_batch(NS_STR, 42, vec![delete, raw], Some("T2")))
         .await;
     let more = db.next("getMore").await;
-    let body = String::from_utf8(fixture("events/eventgrid.json"))
-        .unwrap()
-        .replace("\"id\": \"", "\"id\": \"again-");
-    publish(&js, "blob.events.azure", body.into_bytes(), &[]).await;
+    publish(&js, "blob.events.azure", event_with_id("again-"), &[]).await;
     let read = db.next("find").await;
     assert_eq!(
         read.command.get_document("filter").unwrap(),
@@ -250,6 +255,11 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
         Some("no_matching_config")
     );
 
+    // While the stream is healthy the empty answer is remembered: no second read.
+    publish(&js, "blob.events.azure", event_with_id("third-"), &[]).await;
+    assert_eq!(wait_outputs(&js, 3, Duration::from_secs(20)).await, (1, 2));
+    assert!(!db.sees("find", QUIET).await, "negative answer remembered");
+
     // A stream error: inactive while down, resumed after T2, counted.
     db.fail(&more, 11601, "interrupted", &[]).await;
     let agg = db.next("aggregate").await;
@@ -258,6 +268,16 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
         health.contains("\"change_stream_active\":false"),
         "{health}"
     );
+    // While it is down every miss is a forced read again.
+    for (n, prefix) in [(4, "fourth-"), (5, "fifth-")] {
+        publish(&js, "blob.events.azure", event_with_id(prefix), &[]).await;
+        let read = db.next("find").await;
+        db.reply(&read, first_batch(NS_STR, 0, vec![], None)).await;
+        assert_eq!(
+            wait_outputs(&js, n, Duration::from_secs(20)).await,
+            (1, n - 1)
+        );
+    }
     let stage = agg.command.get_array("pipeline").unwrap()[0]
         .as_document()
         .unwrap()
