@@ -7,11 +7,12 @@
 //! the file no longer holds (`--prune`, for GitOps), and creates the index the forced
 //! read uses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson};
 use serde_json::Value;
 
@@ -163,44 +164,105 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("nothing was imported");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
+    if args.prune && docs.is_empty() {
+        anyhow::bail!(
+            "{} holds no configs: refusing to --prune, which would delete every config",
+            args.file.display()
+        );
+    }
     let mut bson_docs = Vec::with_capacity(docs.len());
     for d in &docs {
         let id = doc_id(d).unwrap_or_default();
         bson_docs.push(from_json(d).map_err(|e| anyhow::anyhow!("config `{id}`: {e}"))?);
     }
+    let file_ids: Vec<Bson> = bson_docs
+        .iter()
+        .map(|d| d.get("_id").cloned().unwrap_or(Bson::Null))
+        .collect();
+
     let mongo = MongoSource::connect(&settings).await?;
     let coll = mongo.collection();
-    let existing: HashSet<String> = mongo.all().await?.iter().filter_map(doc_id).collect();
-    let ids: Vec<Bson> = bson_docs
+    let existing = existing_ids(coll)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: reading ids: {e}", mongo.describe()))?;
+
+    // `_id`s match by type in MongoDB ("65f0..." is not ObjectId("65f0...")), but the
+    // worker keys configs by their text: two documents with one text would collide.
+    let existing_keys: HashMap<String, &Bson> = existing.iter().map(|b| (typed(b), b)).collect();
+    let existing_text: HashMap<String, &Bson> = existing.iter().map(|b| (text(b), b)).collect();
+    let mut collisions = Vec::new();
+    for id in &file_ids {
+        if !existing_keys.contains_key(&typed(id)) {
+            if let Some(other) = existing_text.get(&text(id)) {
+                collisions.push(format!(
+                    "`{}` is {} in the file but {} in the collection",
+                    text(id),
+                    kind(id),
+                    kind(other)
+                ));
+            }
+        }
+    }
+    if !collisions.is_empty() {
+        eprintln!(
+            "{}: _id types differ from the collection's:",
+            args.file.display()
+        );
+        for c in &collisions {
+            eprintln!("  {c}");
+        }
+        eprintln!("nothing was imported (write the _id as the collection has it, e.g. {{\"$oid\": \"...\"}})");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let file_keys: HashSet<String> = file_ids.iter().map(typed).collect();
+    let new: Vec<String> = file_ids
         .iter()
-        .filter_map(|d| d.get("_id").cloned())
+        .filter(|id| !existing_keys.contains_key(&typed(id)))
+        .map(text)
         .collect();
-    let in_file: HashSet<String> = docs.iter().filter_map(doc_id).collect();
-    let stale: Vec<&String> = existing.difference(&in_file).collect();
+    let stale: Vec<Bson> = existing
+        .iter()
+        .filter(|b| !file_keys.contains(&typed(b)))
+        .cloned()
+        .collect();
 
     if args.dry_run {
-        let new = in_file.difference(&existing).count();
+        println!("dry run, nothing written: {} valid configs", docs.len());
+        println!("  new: {}", list_or_none(new.iter().cloned()));
         println!(
-            "dry run: {} valid configs; {new} new, {} replacing existing ones{}",
-            docs.len(),
-            docs.len() - new,
-            if args.prune {
-                format!(", {} to delete", stale.len())
-            } else {
-                String::new()
-            }
+            "  replacing: {}",
+            list_or_none(
+                file_ids
+                    .iter()
+                    .filter(|id| existing_keys.contains_key(&typed(id)))
+                    .map(text)
+            )
         );
+        let stale_text = list_or_none(stale.iter().map(text));
+        if args.prune {
+            println!("  deleting: {stale_text}");
+        } else {
+            println!("  in the collection only (kept; --prune deletes them): {stale_text}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
     let (mut inserted, mut updated, mut unchanged) = (0, 0, 0);
-    for d in bson_docs {
+    let total = bson_docs.len();
+    for (i, d) in bson_docs.into_iter().enumerate() {
         let id = d.get("_id").cloned().unwrap_or(Bson::Null);
         let r = coll
-            .replace_one(doc! {"_id": id}, d)
+            .replace_one(doc! {"_id": id.clone()}, d)
             .upsert(true)
             .await
-            .map_err(|e| anyhow::anyhow!("{}: replace: {e}", mongo.describe()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: writing `{}` failed after {i} of {total} configs were written \
+                     (importing the file again is safe): {e}",
+                    mongo.describe(),
+                    text(&id)
+                )
+            })?;
         if r.upserted_id.is_some() {
             inserted += 1;
         } else if r.modified_count > 0 {
@@ -211,8 +273,9 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     let mut deleted = 0;
     if args.prune && !stale.is_empty() {
+        // Only what was read above: a config someone adds meanwhile is not touched.
         let r = coll
-            .delete_many(doc! {"_id": {"$nin": ids}})
+            .delete_many(doc! {"_id": {"$in": stale.clone()}})
             .await
             .map_err(|e| anyhow::anyhow!("{}: prune: {e}", mongo.describe()))?;
         deleted = r.deleted_count;
@@ -221,18 +284,63 @@ async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: could not create the index on {CONTAINER_FIELD}: {e}");
     }
     println!(
-        "imported {} configs into {}: {inserted} inserted, {updated} updated, {unchanged} unchanged{}",
-        docs.len(),
+        "imported {total} configs into {}: {inserted} inserted, {updated} updated, {unchanged} unchanged{}",
         mongo.describe(),
         if args.prune { format!(", {deleted} deleted") } else { String::new() }
     );
     if !args.prune && !stale.is_empty() {
         println!(
-            "note: {} configs in the collection are not in the file (use --prune to delete them)",
-            stale.len()
+            "note: {} configs in the collection are not in the file (--prune deletes them): {}",
+            stale.len(),
+            list_or_none(stale.iter().map(text))
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every `_id` in the collection, with its BSON type.
+async fn existing_ids(
+    coll: &mongodb::Collection<mongodb::bson::Document>,
+) -> mongodb::error::Result<Vec<Bson>> {
+    let docs: Vec<mongodb::bson::Document> = coll
+        .find(doc! {})
+        .projection(doc! {"_id": 1})
+        .await?
+        .try_collect()
+        .await?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|mut d| d.remove("_id"))
+        .collect())
+}
+
+/// An `_id` as MongoDB compares it: value and type.
+fn typed(id: &Bson) -> String {
+    id.clone().into_canonical_extjson().to_string()
+}
+
+/// An `_id` as the worker keys it (an ObjectId by its hex).
+fn text(id: &Bson) -> String {
+    doc_id(&serde_json::json!({"_id": id.clone().into_relaxed_extjson()}))
+        .unwrap_or_else(|| typed(id))
+}
+
+fn kind(id: &Bson) -> &'static str {
+    match id {
+        Bson::String(_) => "a string",
+        Bson::ObjectId(_) => "an ObjectId",
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => "a number",
+        _ => "another type",
+    }
+}
+
+fn list_or_none(ids: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = ids.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {

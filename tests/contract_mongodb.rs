@@ -38,7 +38,8 @@ struct MongoHarness {
 
 impl MongoHarness {
     async fn new() -> Self {
-        let uri = std::env::var("MONGODB_URI").expect("MONGODB_URI is set");
+        let uri = std::env::var("MONGODB_URI")
+            .expect("these tests were built with MONGODB_URI set: set it when running them too");
         let db = format!(
             "blob_router_test_{}_{}",
             std::process::id(),
@@ -189,13 +190,18 @@ async fn a_restarted_worker_resumes_the_stream_from_its_saved_token() {
     let first = h.connect(Some(h.token_file())).await;
     let mut feed = first.watch().await.unwrap();
     first.snapshot().await.unwrap();
+    let opened_at = std::fs::read_to_string(h.token_file()).unwrap();
     h.put(doc("b", "c1", 1)).await;
     assert!(
         matches!(next_change(&mut feed, WAIT).await, Some(Change::Upsert(d)) if d["_id"] == "b")
     );
-    drop(feed); // the worker stops; its stream task saves the token and ends
-    wait_for("token saved", || h.token_file().exists()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The position after b is saved (after every change).
+    wait_for("the token after b saved", || {
+        std::fs::read_to_string(h.token_file()).unwrap_or_default() != opened_at
+    })
+    .await;
+    drop(feed); // the worker stops
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     h.put(doc("while-down", "c2", 1)).await;
 

@@ -263,10 +263,18 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     // A stream error: inactive while down, resumed after T2, counted.
     db.fail(&more, 11601, "interrupted", &[]).await;
     let agg = db.next("aggregate").await;
-    let (_, health) = worker.get("/health/cache").await.unwrap();
+    let mut down = false;
+    for _ in 0..100 {
+        let (_, health) = worker.get("/health/cache").await.unwrap();
+        if health.contains("\"change_stream_active\":false") {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        health.contains("\"change_stream_active\":false"),
-        "{health}"
+        down,
+        "the feed is reported inactive while the stream is down"
     );
     // While it is down every miss is a forced read again.
     for (n, prefix) in [(4, "fourth-"), (5, "fifth-")] {
@@ -307,4 +315,94 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
         logs.contains("127.0.0.1"),
         "the source is described in the logs"
     );
+}
+
+/// Answers `n` upserts as "unchanged" (matched, not modified).
+async fn answer_upserts(db: &MockDb, n: usize) {
+    for _ in 0..n {
+        let update = db.next("update").await;
+        db.reply(&update, doc! {"ok": 1, "n": 1, "nModified": 0})
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn import_prune_deletes_only_the_configs_it_read_and_not_in_the_file() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let run = bin()
+        .args(["configs", "import", "--prune", "--mongodb-uri", &db.uri()])
+        .arg(fixture_path("configs.yaml"))
+        .output();
+    let script = async {
+        let find = db.next("find").await;
+        assert_eq!(
+            find.command.get_document("projection").unwrap(),
+            &doc! {"_id": 1}
+        );
+        let existing = vec![doc! {"_id": "retired"}, doc! {"_id": "qc-analyzer-results"}];
+        db.reply(&find, first_batch(NS_STR, 0, existing, None))
+            .await;
+        answer_upserts(&db, 5).await;
+        let delete = db.next("delete").await;
+        let deletes = delete.command.get_array("deletes").unwrap();
+        assert_eq!(
+            deletes[0].as_document().unwrap().get_document("q").unwrap(),
+            &doc! {"_id": {"$in": ["retired"]}}
+        );
+        db.reply(&delete, doc! {"ok": 1, "n": 1}).await;
+        let index = db.next("createIndexes").await;
+        db.reply(&index, doc! {"ok": 1}).await;
+    };
+    let (out, ()) = tokio::join!(run, script);
+    let out = out.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 deleted"), "{stdout}");
+}
+
+#[tokio::test]
+async fn import_refuses_an_id_whose_type_differs_from_the_collection() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let file = ConfigFile::new(
+        "- {_id: 65f0c0ffee0000000000abcd, ingestion: {mode: blob_trigger, landing_container: c}}\n",
+    );
+    let run = bin()
+        .args(["configs", "import", "--mongodb-uri", &db.uri()])
+        .arg(&file.path)
+        .output();
+    let script = async {
+        let find = db.next("find").await;
+        let oid = mongodb::bson::oid::ObjectId::parse_str("65f0c0ffee0000000000abcd").unwrap();
+        db.reply(&find, first_batch(NS_STR, 0, vec![doc! {"_id": oid}], None))
+            .await;
+    };
+    let (out, ()) = tokio::join!(run, script);
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("a string in the file but an ObjectId in the collection"),
+        "{stderr}"
+    );
+    assert!(!db.sees("update", QUIET).await, "nothing written");
+}
+
+#[tokio::test]
+async fn import_prune_with_an_empty_file_is_refused() {
+    let db = MockDb::start(Mode::ReplicaSet).await;
+    let file = ConfigFile::new("[]\n");
+    let out = bin()
+        .args(["configs", "import", "--prune", "--mongodb-uri", &db.uri()])
+        .arg(&file.path)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to --prune"), "{stderr}");
+    assert!(!db.sees("find", QUIET).await, "MongoDB not even read");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blob_router::cache::{sync, ConfigCache};
-use blob_router::source::mongo::stream::match_stage;
+use blob_router::source::mongo::stream::{self, match_stage};
 use blob_router::source::mongo::{MongoSettings, MongoSource};
 use blob_router::source::{ChangeFeed, ConfigSource};
 use blob_router::telemetry::metrics::Metrics;
@@ -383,9 +383,9 @@ async fn a_stream_error_marks_the_feed_down_and_resumes_with_backoff_after_the_l
     assert_eq!(rig.ids("c1"), vec!["a"]);
 }
 
-/// Feeds `fail` to the stream, expects a fresh stream and a reload read that now
-/// returns only `x` in `c5`.
-async fn expect_reload_from_now(rig: &Rig) {
+/// Expects a fresh stream and a reload read that now returns only `x` in `c5`, and
+/// `restarts` restarts counted in all.
+async fn expect_reload_from_now(rig: &Rig, restarts: u64) {
     let db = &rig.db;
     let agg = db.next("aggregate").await;
     assert_from_now(&agg);
@@ -405,7 +405,7 @@ async fn expect_reload_from_now(rig: &Rig) {
         ids(c, "c1").is_empty() && ids(c, "c5") == ["x"] && c.health().change_stream_active
     })
     .await;
-    assert_eq!(rig.restarts(), 1);
+    assert_eq!(rig.restarts(), restarts);
     // The new stream is followed.
     let more = db.next("getMore").await;
     assert_eq!(more.command.get_i64("getMore"), Ok(45));
@@ -423,7 +423,7 @@ async fn history_lost_reloads_everything_and_reopens_from_now() {
             &[],
         )
         .await;
-    expect_reload_from_now(&rig).await;
+    expect_reload_from_now(&rig, 1).await;
 }
 
 #[tokio::test]
@@ -438,7 +438,7 @@ async fn invalidate_reloads_everything_and_reopens_from_now() {
             next_batch(NS_STR, 0, vec![drop, invalidate], Some("T2")),
         )
         .await;
-    expect_reload_from_now(&rig).await;
+    expect_reload_from_now(&rig, 1).await;
 }
 
 #[tokio::test]
@@ -456,7 +456,7 @@ async fn a_resume_token_the_server_no_longer_knows_falls_back_to_a_reload() {
             &[],
         )
         .await;
-    expect_reload_from_now(&rig).await;
+    expect_reload_from_now(&rig, 1).await;
 }
 
 #[tokio::test]
@@ -528,22 +528,40 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     let saved = std::fs::read_to_string(&file).unwrap();
     assert!(saved.contains("T1"), "{saved}");
 
-    // Second worker: the stream resumes after T1.
+    // Second worker: the stream resumes after T1 and is read up to the present before
+    // the snapshot. What changed meanwhile (c inserted at v1, then updated to v2; b
+    // deleted) is covered by the snapshot; the old insert image is not applied over it.
     let db = MockDb::start(Mode::ReplicaSet).await;
     let cache = Arc::new(ConfigCache::new(Metrics::detached(), "blob.routed"));
     let source2 = source(&db, Some(file.clone())).await;
     let warm = spawn_warm(&cache, &source2);
     let agg = db.next("aggregate").await;
     assert_eq!(resume_after(&agg).as_deref(), Some("T1"));
-    db.reply(&agg, first_batch(NS_STR, 50, vec![], Some("T1")))
+    let replayed = vec![
+        change_event("T2", "insert", NS, Some("c"), Some(config("c", "c3", 1))),
+        change_event("T3", "delete", NS, Some("b"), None),
+    ];
+    db.reply(&agg, first_batch(NS_STR, 50, replayed, Some("T3")))
+        .await;
+    assert!(
+        !db.sees("find", QUIET).await,
+        "no snapshot before the stream is caught up"
+    );
+    let more = db.next("getMore").await;
+    db.reply(&more, next_batch(NS_STR, 50, vec![], Some("T4")))
         .await;
     let find = db.next("find").await;
-    db.reply(
-        &find,
-        first_batch(NS_STR, 0, vec![config("a", "c1", 1)], None),
-    )
-    .await;
+    let snapshot = vec![config("a", "c1", 1), config("c", "c3", 2)];
+    db.reply(&find, first_batch(NS_STR, 0, snapshot, None))
+        .await;
     let feed = warm.await.unwrap().unwrap();
+    assert_eq!(ids(&cache, "c3"), vec!["c"]);
+    assert_eq!(
+        cache.load().candidates("c3")[0].version,
+        2,
+        "the snapshot's version, not the replayed insert image"
+    );
+    assert!(ids(&cache, "c2").is_empty());
     drop(feed);
     drop(db);
 
@@ -553,7 +571,11 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     let source3 = source(&db, Some(file.clone())).await;
     let warm = spawn_warm(&cache, &source3);
     let agg = db.next("aggregate").await;
-    assert_eq!(resume_after(&agg).as_deref(), Some("T1"));
+    assert_eq!(
+        resume_after(&agg).as_deref(),
+        Some("T4"),
+        "the second worker saved its caught-up position"
+    );
     db.fail(&agg, 286, "ChangeStreamHistoryLost", &[]).await;
     let agg = db.next("aggregate").await;
     assert_from_now(&agg);
@@ -569,8 +591,67 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     assert_eq!(ids(&cache, "c8"), vec!["z"]);
     let saved = std::fs::read_to_string(&file).unwrap();
     assert!(
-        saved.contains("N0") && !saved.contains("T1"),
+        saved.contains("N0") && !saved.contains("T4"),
         "the dead token is replaced: {saved}"
     );
     let _ = source3.describe();
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_the_feed_inactive_and_is_retried() {
+    let rig = Rig::start().await;
+    let db = &rig.db;
+    let more = db.next("getMore").await;
+    db.fail(&more, 286, "ChangeStreamHistoryLost", &[]).await;
+    let agg = db.next("aggregate").await;
+    assert_from_now(&agg);
+    db.reply(&agg, first_batch(NS_STR, 45, vec![], Some("N0")))
+        .await;
+    // The reload's read fails: the feed must not be reported healthy.
+    let find = db.next("find").await;
+    db.fail(&find, 189, "PrimarySteppedDown", &[]).await;
+    let find = db.next("find").await;
+    assert!(!rig.cache.health().change_stream_active);
+    assert_eq!(rig.ids("c1"), vec!["a"], "the old cache keeps routing");
+    db.reply(
+        &find,
+        first_batch(NS_STR, 0, vec![config("x", "c5", 1)], None),
+    )
+    .await;
+    rig.wait("reloaded and active", |c| {
+        ids(c, "c5") == ["x"] && c.health().change_stream_active
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resumes_that_keep_failing_back_off_then_give_up_the_position_for_a_reload() {
+    let rig = Rig::start().await;
+    let db = &rig.db;
+    let mut cursor = 42;
+    let mut gaps = Vec::new();
+    for _ in 0..stream::MAX_RESUMES {
+        // The stream reopens fine, then its first getMore fails again at once.
+        let more = db.next("getMore").await;
+        assert_eq!(more.command.get_i64("getMore"), Ok(cursor));
+        db.fail(&more, 10334, "BSONObjectTooLarge", &[]).await;
+        let failed_at = std::time::Instant::now();
+        let agg = db.next("aggregate").await;
+        gaps.push(failed_at.elapsed());
+        assert_eq!(resume_after(&agg).as_deref(), Some("T0"));
+        cursor += 1;
+        db.reply(&agg, first_batch(NS_STR, cursor, vec![], Some("T0")))
+            .await;
+    }
+    // Every resume after the first waited (backoff spans the cycles).
+    assert!(
+        gaps.iter()
+            .skip(1)
+            .all(|g| *g >= Duration::from_millis(200)),
+        "backoff across cycles: {gaps:?}"
+    );
+    let more = db.next("getMore").await;
+    db.fail(&more, 10334, "BSONObjectTooLarge", &[]).await;
+    // Five resumes, then the restart from now.
+    expect_reload_from_now(&rig, u64::from(stream::MAX_RESUMES) + 1).await;
 }

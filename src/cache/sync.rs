@@ -72,7 +72,9 @@ pub async fn maintain(
             change = feed.recv() => match change {
                 Some(Change::Reload) => {
                     cache.apply(Change::Reload);
-                    reload(&cache, &*source, false).await;
+                    if !reload_until_ok(&cache, &*source, &stop).await {
+                        return;
+                    }
                 }
                 Some(change) => cache.apply(change),
                 None => {
@@ -121,13 +123,8 @@ async fn reopen(
     source: &dyn ConfigSource,
     stop: &CancellationToken,
 ) -> Option<ChangeFeed> {
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times();
     let open = (|| source.watch())
-        .retry(policy)
+        .retry(feed_backoff())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "reopening the change feed failed"));
     let feed = tokio::select! {
@@ -139,9 +136,47 @@ async fn reopen(
         .counters
         .change_stream_restarts
         .fetch_add(1, Relaxed);
-    reload(cache, source, false).await;
+    if !reload_until_ok(cache, source, stop).await {
+        return None;
+    }
     cache.set_feed_status(true, None);
     Some(feed)
+}
+
+/// A reload the feed depends on (it lost track of changes): retried with backoff until it
+/// succeeds, the feed kept inactive meanwhile, so negative answers are not trusted and
+/// every miss is a forced read. False when stopped first.
+async fn reload_until_ok(
+    cache: &ConfigCache,
+    source: &dyn ConfigSource,
+    stop: &CancellationToken,
+) -> bool {
+    let attempt = (|| source.snapshot())
+        .retry(feed_backoff())
+        .sleep(tokio::time::sleep)
+        .notify(|e, wait| {
+            tracing::warn!(error = %e, retry_in = ?wait, "config reload failed; retrying");
+            cache.set_feed_status(false, Some(format!("reload failed: {e}")));
+        });
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        docs = attempt => match docs {
+            Ok(docs) => {
+                let drift = cache.reset(docs);
+                tracing::debug!(drift, "config cache reloaded");
+                true
+            }
+            Err(_) => unreachable!("retried without limit"),
+        },
+    }
+}
+
+fn feed_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
 }
 
 #[cfg(test)]

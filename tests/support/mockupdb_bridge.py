@@ -78,7 +78,9 @@ def main():
             try:
                 request = server.receives(timeout=3600)
             except AssertionError:
-                continue
+                continue  # nothing within the timeout
+            except OSError:
+                continue  # the client hung up while its request waited: nobody to answer
             n += 1
             with lock:
                 pending[n] = request

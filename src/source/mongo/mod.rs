@@ -31,6 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
+use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, IndexOptions, ReadConcern};
 use mongodb::{Client, Collection, IndexModel};
 use serde_json::Value;
@@ -87,12 +88,9 @@ impl MongoSource {
     /// Parses the URI and builds the client. Does not contact the server: the driver
     /// connects lazily, and every call below waits for server selection.
     pub async fn connect(settings: &MongoSettings) -> Result<Self, SourceError> {
-        let mut options = ClientOptions::parse(&settings.uri).await.map_err(|e| {
-            SourceError::Invalid(format!(
-                "--mongodb-uri is not a usable MongoDB connection string: {}",
-                scrub(&e.to_string(), &settings.uri)
-            ))
-        })?;
+        let mut options = ClientOptions::parse(&settings.uri)
+            .await
+            .map_err(|e| parse_error(&e, &settings.uri))?;
         options.app_name.get_or_insert_with(|| "blob-router".into());
         options
             .server_selection_timeout
@@ -109,8 +107,7 @@ impl MongoSource {
             db,
             settings.collection
         );
-        let client = Client::with_options(options)
-            .map_err(|e| SourceError::Invalid(scrub(&e.to_string(), &settings.uri)))?;
+        let client = Client::with_options(options).map_err(|e| parse_error(&e, &settings.uri))?;
         let collection = client
             .database(&db)
             .collection::<Document>(&settings.collection);
@@ -209,8 +206,15 @@ impl MongoSource {
         Ok(docs.into_iter().map(to_json).collect())
     }
 
+    /// A driver error as the caller's kind of error: bad credentials will not heal by
+    /// waiting (the caller fails fast); anything else may.
     fn unavailable(&self, what: &str, e: mongodb::error::Error) -> SourceError {
-        SourceError::Unavailable(format!("{} {what}: {e}", self.shared.shown))
+        let message = format!("{} {what}: {e}", self.shared.shown);
+        if matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }) {
+            SourceError::Invalid(message)
+        } else {
+            SourceError::Unavailable(message)
+        }
     }
 }
 
@@ -222,14 +226,13 @@ fn visible() -> Document {
 #[async_trait]
 impl ConfigSource for MongoSource {
     async fn watch(&self) -> Result<ChangeFeed, SourceError> {
-        let resume = {
-            let mut first = self.shared.first_watch.lock().expect("first_watch lock");
-            std::mem::replace(&mut *first, false)
-        };
+        // The saved token is for the first stream this process opens successfully.
+        let resume = *self.shared.first_watch.lock().expect("first_watch lock");
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
         let follower = stream::open(self.shared.clone(), resume)
             .await
             .map_err(|e| self.unavailable("change stream", e))?;
+        *self.shared.first_watch.lock().expect("first_watch lock") = false;
         tokio::spawn(follower.run(tx));
         Ok(rx)
     }
@@ -271,14 +274,35 @@ pub(crate) fn operation_time(reply: &Document) -> Option<Timestamp> {
     reply.get_timestamp("operationTime").ok()
 }
 
-/// Removes the URI (and so any password in it) from a driver message, in case one ever
-/// quotes it.
-fn scrub(message: &str, uri: &str) -> String {
-    if uri.is_empty() {
-        message.to_string()
-    } else {
-        message.replace(uri, &crate::nats::redact_url(uri))
+/// A URI the driver cannot use. Its message may quote pieces of the URI (a host the
+/// parser split out of a mangled password, say), so it is shown only when the URI holds
+/// no credentials. A failed `mongodb+srv` DNS lookup is "unavailable": it may heal.
+fn parse_error(e: &mongodb::error::Error, uri: &str) -> SourceError {
+    if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) && !has_credentials(uri) {
+        return SourceError::Unavailable(format!("--mongodb-uri: {e}"));
     }
+    if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) {
+        return SourceError::Unavailable("--mongodb-uri: the DNS lookup of the host failed".into());
+    }
+    if has_credentials(uri) {
+        SourceError::Invalid(
+            "--mongodb-uri is not a usable MongoDB connection string (the driver's message is \
+             not shown because the URI holds credentials; check that the user name and \
+             password are percent-encoded, e.g. `@` as %40, `:` as %3A, `/` as %2F, `?` as %3F)"
+                .into(),
+        )
+    } else {
+        SourceError::Invalid(format!(
+            "--mongodb-uri is not a usable MongoDB connection string: {e}"
+        ))
+    }
+}
+
+/// Whether the URI carries a user name or password (anything before an `@`).
+fn has_credentials(uri: &str) -> bool {
+    uri.split_once("://")
+        .map_or(uri, |(_, rest)| rest)
+        .contains('@')
 }
 
 #[cfg(test)]
@@ -351,6 +375,38 @@ mod tests {
         .expect("refused");
         let msg = err.to_string();
         assert!(msg.contains("--mongodb-uri"), "{msg}");
-        assert!(!msg.contains("pw@"), "{msg}");
+        assert!(!msg.contains("pw"), "{msg}");
+        // A password the parser splits (an unencoded `?`) is not echoed in pieces.
+        for uri in [
+            "mongodb://app:s3cr?etpw@db1:27017/x",
+            "mongodb://app:pa/ss@db1:27017/x",
+        ] {
+            let err = MongoSource::connect(&MongoSettings {
+                uri: uri.into(),
+                database: None,
+                collection: "c".into(),
+                resume_token_file: None,
+            })
+            .await
+            .err()
+            .expect("refused");
+            let msg = err.to_string();
+            assert!(
+                !msg.contains("s3cr") && !msg.contains("pa/") && !msg.contains("app"),
+                "{msg}"
+            );
+            assert!(msg.contains("percent-encoded"), "{msg}");
+        }
+        // Without credentials the driver's reason is shown.
+        let err = MongoSource::connect(&MongoSettings {
+            uri: "mongodb://db1:notaport".into(),
+            database: None,
+            collection: "c".into(),
+            resume_token_file: None,
+        })
+        .await
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("notaport"), "{err}");
     }
 }

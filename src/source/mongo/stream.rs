@@ -24,18 +24,31 @@
 //!
 //! # Resuming
 //!
-//! The driver itself retries a `getMore` once after a network error or a
-//! `ResumableChangeStreamError`. An error that still reaches this task marks the feed
-//! inactive (the cache then stops trusting negative answers and resyncs more often) and
-//! is retried with exponential backoff and jitter: `resumeAfter` the last token seen (the
-//! token advances with every batch, even an empty one), or `startAtOperationTime` when
-//! the server never gave a token. Nothing is missed, so no reload is needed; the feed is
-//! marked active again with [`Change::Resumed`].
+//! After a network error or a `ResumableChangeStreamError` the driver reopens the stream
+//! by itself, as long as its reopening `aggregate` succeeds. An error that still reaches
+//! this task marks the feed inactive (the cache then stops trusting negative answers,
+//! forces a read on every miss and resyncs more often) and is retried with exponential
+//! backoff and jitter: `resumeAfter` the last token seen (the token advances with every
+//! batch, even an empty one), or `startAtOperationTime` (the last event's cluster time, or
+//! the first `ping`'s) when the server gives no token. Nothing is missed, so no reload is
+//! needed; the feed is marked active again with [`Change::Resumed`]. The backoff spans
+//! cycles: a stream that reopens fine and then fails again at once (an event too large
+//! after the lookup, say) waits longer each time, and after [`MAX_RESUMES`] failures
+//! without a good batch in between the task gives up on the position and restarts from
+//! now with a full reload.
+//!
+//! # A saved token (`--resume-token-file`)
+//!
+//! A restarted worker reopens the stream after its saved token and first reads it up to
+//! the present (the first empty batch). Those changes were made while it was stopped; the
+//! snapshot that follows already holds their result, and insert and replace events carry
+//! the document as it was *then*, so they are logged and counted, not applied. Only after
+//! that does [`open`] return, and the snapshot is read: the usual order again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
@@ -56,6 +69,11 @@ pub mod codes {
     pub const INVALID_RESUME_TOKEN: i32 = 260;
     /// Older servers' way of saying history was lost.
     pub const CAPPED_POSITION_LOST: i32 = 136;
+    /// MongoDB 4.0: "resume of change stream was not possible, as the resume token was
+    /// not found".
+    pub const RESUME_TOKEN_NOT_FOUND_4_0: i32 = 40585;
+    /// MongoDB 4.0: the collection's UUID does not exist (dropped and recreated).
+    pub const UUID_NOT_FOUND_4_0: i32 = 40615;
 }
 
 /// The events the stream asks the server for: the four that change a document, and the
@@ -69,6 +87,9 @@ pub fn match_stage() -> Document {
 
 /// Saving the token to disk after empty batches happens at most this often.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Failed resumes in a row (no good batch between them) before the position is given
+/// up for a fresh start and a full reload.
+pub const MAX_RESUMES: u32 = 5;
 
 /// Where a (re)opened stream starts.
 #[derive(Debug, Clone)]
@@ -87,6 +108,10 @@ pub(crate) struct Follower {
     time: Option<Timestamp>,
     saved: Option<ResumeToken>,
     saved_at: Instant,
+    /// Failed resumes in a row: reset once the stream moves past the position where it
+    /// last failed (an empty first batch of a reopened stream is no proof of health).
+    failures: u32,
+    failed_at: Option<ResumeToken>,
 }
 
 /// Opens the stream. With `resume`, a token saved by an earlier process is tried first;
@@ -97,14 +122,20 @@ pub(crate) async fn open(shared: Arc<Shared>, resume: bool) -> Result<Follower, 
         _ => None,
     };
     if let Some(token) = saved {
-        match open_stream(&shared, Start::After(token.clone())).await {
+        match catch_up(&shared, token.clone()).await {
             Ok((stream, time)) => {
-                tracing::info!(source = %shared.shown, "change stream resumed from the saved token");
                 return Ok(Follower::new(shared, stream, time, Some(token)));
             }
-            // Any refusal by the server (history lost, unknown or malformed token): a
-            // saved token is an optimisation, never a reason not to start.
-            Err(e) if is_lost(&e) || matches!(e.kind.as_ref(), ErrorKind::Command(_)) => {
+            // Any refusal by the server (history lost, unknown or malformed token, the
+            // collection dropped meanwhile): a saved token is an optimisation, never a
+            // reason not to start.
+            Err(e)
+                if is_lost(&e)
+                    || matches!(
+                        e.kind.as_ref(),
+                        ErrorKind::Command(_) | ErrorKind::Custom(_)
+                    ) =>
+            {
                 tracing::warn!(source = %shared.shown, error = %e,
                     "the saved resume token no longer works; starting from now with a full reload");
                 if let Some(file) = &shared.token_file {
@@ -116,6 +147,38 @@ pub(crate) async fn open(shared: Arc<Shared>, resume: bool) -> Result<Follower, 
     }
     let (stream, time) = open_stream(&shared, Start::Now).await?;
     Ok(Follower::new(shared, stream, time, None))
+}
+
+/// Opens the stream after `token` and reads it up to the present, logging (not applying)
+/// what changed while the worker was stopped. See the module doc.
+async fn catch_up(
+    shared: &Shared,
+    token: ResumeToken,
+) -> Result<(ChangeStream<ChangeStreamEvent<Document>>, Option<Timestamp>), Error> {
+    let (mut stream, mut time) = open_stream(shared, Start::After(token)).await?;
+    let mut replayed = 0u64;
+    loop {
+        match stream.next_if_any().await? {
+            Some(event) => {
+                time = event.cluster_time.or(time);
+                match translate(event) {
+                    Step::Ended(why) => {
+                        // Surfaces as "token no longer works": start from now.
+                        return Err(Error::custom(format!("while catching up: {why}")));
+                    }
+                    step => {
+                        replayed += 1;
+                        tracing::debug!(?step, "changed while the worker was stopped");
+                    }
+                }
+            }
+            None if stream.is_alive() => break,
+            None => return Err(Error::custom("the server closed the change stream")),
+        }
+    }
+    tracing::info!(source = %shared.shown, replayed,
+        "change stream resumed from the saved token; changes made while stopped are covered by the snapshot");
+    Ok((stream, time))
 }
 
 async fn open_stream(
@@ -159,6 +222,8 @@ impl Follower {
             time,
             saved,
             saved_at: Instant::now(),
+            failures: 0,
+            failed_at: None,
         };
         me.save(true);
         me
@@ -174,6 +239,8 @@ impl Follower {
             let ok = match next {
                 Ok(Some(event)) => {
                     self.token = self.stream.resume_token().or(Some(event.id.clone()));
+                    self.time = event.cluster_time.or(self.time);
+                    self.moved_on();
                     let ok = match translate(event) {
                         Step::Apply(change) => tx.send(change).await.is_ok(),
                         Step::Ignore => true,
@@ -186,6 +253,7 @@ impl Follower {
                     if let Some(token) = self.stream.resume_token() {
                         self.token = Some(token);
                     }
+                    self.moved_on();
                     self.save(false);
                     true
                 }
@@ -206,15 +274,32 @@ impl Follower {
     }
 
     /// Reopens after the last position, with backoff; falls back to a fresh start and a
-    /// reload when the position is gone. Returns false when the feed was dropped.
+    /// reload when the position is gone or resuming keeps failing. Returns false when the
+    /// feed was dropped.
     async fn resume(&mut self, tx: &mpsc::Sender<Change>, error: &str) -> bool {
-        tracing::warn!(source = %self.shared.shown, error, "change stream failed; resuming");
+        self.failures += 1;
+        self.failed_at = self.token.clone();
+        tracing::warn!(source = %self.shared.shown, error, failures = self.failures, "change stream failed; resuming");
         let down = Change::Status {
             active: false,
             error: Some(format!("change stream: {error}")),
         };
         if tx.send(down).await.is_err() {
             return false;
+        }
+        if self.failures > MAX_RESUMES {
+            let why = format!("{MAX_RESUMES} resumes in a row failed; last error: {error}");
+            return self.restart_fresh(tx, why).await;
+        }
+        // The first resume is prompt; each further one in a row waits longer.
+        if let Some(pause) = (self.failures >= 2)
+            .then(|| backoff().build().nth(self.failures as usize - 2))
+            .flatten()
+        {
+            tokio::select! {
+                _ = tx.closed() => return false,
+                _ = tokio::time::sleep(pause) => {}
+            }
         }
         let start = match (&self.token, self.time) {
             (Some(token), _) => Start::After(token.clone()),
@@ -223,7 +308,7 @@ impl Follower {
         };
         let shared = self.shared.clone();
         let attempt = (|| open_stream(&shared, start.clone()))
-            .retry(backoff())
+            .retry(backoff().with_max_times(MAX_RESUMES as usize))
             .sleep(tokio::time::sleep)
             .when(|e| !is_lost(e))
             .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "resuming the change stream failed"));
@@ -270,7 +355,11 @@ impl Follower {
         self.stream = stream;
         self.token = self.stream.resume_token();
         self.time = time;
-        self.save(true);
+        self.failures = 0;
+        match (&self.token, &self.shared.token_file) {
+            (None, Some(file)) => file.clear(),
+            _ => self.save(true),
+        }
         tx.send(Change::Reload).await.is_ok()
             && tx
                 .send(Change::Status {
@@ -279,6 +368,13 @@ impl Follower {
                 })
                 .await
                 .is_ok()
+    }
+
+    /// Forgets past failures once the position has moved beyond the last one.
+    fn moved_on(&mut self) {
+        if self.failures > 0 && self.token != self.failed_at {
+            self.failures = 0;
+        }
     }
 
     /// Persists the token when it changed: always with `now`, else at most every
@@ -314,6 +410,8 @@ pub fn is_lost(e: &Error) -> bool {
                 | codes::CHANGE_STREAM_FATAL
                 | codes::INVALID_RESUME_TOKEN
                 | codes::CAPPED_POSITION_LOST
+                | codes::RESUME_TOKEN_NOT_FOUND_4_0
+                | codes::UUID_NOT_FOUND_4_0
         ),
         _ => false,
     }
