@@ -406,3 +406,34 @@ async fn import_prune_with_an_empty_file_is_refused() {
     assert!(stderr.contains("refusing to --prune"), "{stderr}");
     assert!(!db.sees("find", QUIET).await, "MongoDB not even read");
 }
+
+#[tokio::test]
+async fn credentials_in_the_uri_never_reach_logs_or_output() {
+    let nats = NatsServer::start();
+    let port = free_port();
+    let uri = format!("mongodb://app:s3cret-pw@127.0.0.1:{port}/?serverSelectionTimeoutMS=200");
+    // The worker waits for the unreachable database, logging each failed attempt.
+    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while worker.logs().matches("config source not available").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", worker.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = worker.logs();
+    assert!(logs.contains(&format!("127.0.0.1:{port}")), "{logs}");
+    assert!(!logs.contains("s3cret"), "{logs}");
+    assert_eq!(worker.get("/health/ready").await.map(|r| r.0), Some(503));
+
+    let out = bin()
+        .args(["check", "--nats-url", &nats.url(), "--mongodb-uri", &uri])
+        .output()
+        .await
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(5), "{all}");
+    assert!(!all.contains("s3cret"), "{all}");
+}
