@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -25,7 +25,7 @@ use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
 use crate::source::file::FileSource;
 use crate::source::mongo::MongoSource;
-use crate::source::{ChangeFeed, ConfigSource, SourceError};
+use crate::source::{retry_policy, ChangeFeed, ConfigSource, SourceError};
 use crate::telemetry::Telemetry;
 
 /// The config source the flags select: MongoDB, a file, or the embedded default.
@@ -48,13 +48,8 @@ async fn warm(
     if !wait_for_source {
         return sync::warm(cache, source).await;
     }
-    let policy = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times();
     (|| sync::warm(cache, source))
-        .retry(policy)
+        .retry(retry_policy())
         .sleep(tokio::time::sleep)
         .when(|e| matches!(e, SourceError::Unavailable(_)))
         .notify(|e, wait| {

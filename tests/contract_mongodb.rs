@@ -22,7 +22,7 @@ use blob_router::telemetry::metrics::Metrics;
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection};
 use serde_json::Value;
-use support::contract::{doc, next_change, Harness};
+use support::contract::{cache_ids as ids, doc, next_change, Harness};
 use tokio_util::sync::CancellationToken;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -126,15 +126,6 @@ contract_suite!(
     MongoHarness::new,
     #[cfg_attr(not(mongodb_uri), ignore = "set MONGODB_URI to run against a real MongoDB")]
 );
-
-fn ids(cache: &ConfigCache, container: &str) -> Vec<String> {
-    cache
-        .load()
-        .candidates(container)
-        .iter()
-        .map(|c| c.id.clone())
-        .collect()
-}
 
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -60,10 +60,8 @@ async fn answer_check_reads(db: &MockDb) {
         .await;
 }
 
-#[tokio::test]
-async fn check_refuses_a_standalone_server_with_a_clear_message() {
-    let db = MockDb::start(Mode::Standalone).await;
-    let nats = NatsServer::start();
+/// Runs `check` against the mock (answering its reads) and `nats`: exit code and stdout.
+async fn check(db: &MockDb, nats: &NatsServer) -> (Option<i32>, String) {
     let run = bin()
         .args([
             "check",
@@ -73,10 +71,20 @@ async fn check_refuses_a_standalone_server_with_a_clear_message() {
             &db.uri(),
         ])
         .output();
-    let (out, ()) = tokio::join!(run, answer_check_reads(&db));
+    let (out, ()) = tokio::join!(run, answer_check_reads(db));
     let out = out.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(5), "{stdout}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_refuses_a_standalone_server_with_a_clear_message() {
+    let db = MockDb::start(Mode::Standalone).await;
+    let nats = NatsServer::start();
+    let (code, stdout) = check(&db, &nats).await;
+    assert_eq!(code, Some(5), "{stdout}");
     assert!(stdout.contains("standalone"), "{stdout}");
     assert!(stdout.contains("replica set"), "{stdout}");
     assert!(
@@ -93,19 +101,8 @@ async fn check_accepts_a_replica_set_and_a_sharded_cluster() {
         (Mode::Sharded, "sharded cluster"),
     ] {
         let db = MockDb::start(mode).await;
-        let run = bin()
-            .args([
-                "check",
-                "--nats-url",
-                &nats.url(),
-                "--mongodb-uri",
-                &db.uri(),
-            ])
-            .output();
-        let (out, ()) = tokio::join!(run, answer_check_reads(&db));
-        let out = out.unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let (code, stdout) = check(&db, &nats).await;
+        assert_eq!(code, Some(0), "{stdout}");
         assert!(stdout.contains(says), "{stdout}");
         assert!(stdout.contains("5 configs valid"), "{stdout}");
     }

@@ -16,6 +16,7 @@ use blob_router::source::{ChangeFeed, ConfigSource};
 use blob_router::telemetry::metrics::Metrics;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use serde_json::json;
+use support::contract::cache_ids as ids;
 use support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode, Request};
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,17 @@ async fn source(db: &MockDb, token_file: Option<PathBuf>) -> Arc<MongoSource> {
         })
         .await
         .unwrap(),
+    )
+}
+
+/// A change event carrying config `id` (in `container`, at `version`) as its document.
+fn changed(token: &str, op: &str, id: &str, container: &str, version: i64) -> Document {
+    change_event(
+        token,
+        op,
+        NS,
+        Some(id),
+        Some(config(id, container, version)),
     )
 }
 
@@ -155,15 +167,6 @@ impl Drop for Rig {
     }
 }
 
-fn ids(cache: &ConfigCache, container: &str) -> Vec<String> {
-    cache
-        .load()
-        .candidates(container)
-        .iter()
-        .map(|c| c.id.clone())
-        .collect()
-}
-
 fn spawn_warm(
     cache: &Arc<ConfigCache>,
     source: &Arc<MongoSource>,
@@ -206,13 +209,7 @@ async fn warm_opens_the_stream_first_and_keeps_a_change_made_during_the_snapshot
     );
     let more = db.next("getMore").await;
     assert_eq!(more.command.get_i64("getMore"), Ok(42));
-    let late = change_event(
-        "T1",
-        "insert",
-        NS,
-        Some("late"),
-        Some(config("late", "c9", 1)),
-    );
+    let late = changed("T1", "insert", "late", "c9", 1);
     db.reply(&more, next_batch(NS_STR, 42, vec![late], Some("T1")))
         .await;
     db.next("getMore").await; // the change has been forwarded
@@ -238,18 +235,8 @@ async fn each_change_event_updates_one_config_without_a_reload() {
     let rig = Rig::start().await;
     let db = &rig.db;
     // update: `a` moves to c2 (fullDocument from the update lookup).
-    rig.feed(
-        42,
-        vec![change_event(
-            "T1",
-            "update",
-            NS,
-            Some("a"),
-            Some(config("a", "c2", 2)),
-        )],
-        "T1",
-    )
-    .await;
+    rig.feed(42, vec![changed("T1", "update", "a", "c2", 2)], "T1")
+        .await;
     rig.wait("a moved to c2", |c| {
         ids(c, "c2") == ["a"] && ids(c, "c1").is_empty()
     })
@@ -259,8 +246,8 @@ async fn each_change_event_updates_one_config_without_a_reload() {
     rig.feed(
         42,
         vec![
-            change_event("T2", "insert", NS, Some("b"), Some(config("b", "c3", 1))),
-            change_event("T3", "replace", NS, Some("b"), Some(config("b", "c3", 2))),
+            changed("T2", "insert", "b", "c3", 1),
+            changed("T3", "replace", "b", "c3", 2),
         ],
         "T3",
     )
@@ -286,18 +273,8 @@ async fn each_change_event_updates_one_config_without_a_reload() {
         ids(c, "c2").is_empty() && ids(c, "c3").is_empty()
     })
     .await;
-    rig.feed(
-        42,
-        vec![change_event(
-            "T6",
-            "insert",
-            NS,
-            Some("d"),
-            Some(config("d", "c4", 1)),
-        )],
-        "T6",
-    )
-    .await;
+    rig.feed(42, vec![changed("T6", "insert", "d", "c4", 1)], "T6")
+        .await;
     rig.feed(
         42,
         vec![change_event("T7", "delete", NS, Some("d"), None)],
@@ -315,18 +292,8 @@ async fn each_change_event_updates_one_config_without_a_reload() {
 async fn a_resumable_error_is_resumed_by_the_driver_after_the_last_token() {
     let rig = Rig::start().await;
     let db = &rig.db;
-    rig.feed(
-        42,
-        vec![change_event(
-            "T1",
-            "insert",
-            NS,
-            Some("b"),
-            Some(config("b", "c2", 1)),
-        )],
-        "T1",
-    )
-    .await;
+    rig.feed(42, vec![changed("T1", "insert", "b", "c2", 1)], "T1")
+        .await;
     let more = db.next("getMore").await;
     db.fail(&more, 6, "HostUnreachable", &["ResumableChangeStreamError"])
         .await;
@@ -334,18 +301,8 @@ async fn a_resumable_error_is_resumed_by_the_driver_after_the_last_token() {
     assert_eq!(resume_after(&agg).as_deref(), Some("T1"));
     db.reply(&agg, first_batch(NS_STR, 43, vec![], Some("T1")))
         .await;
-    rig.feed(
-        43,
-        vec![change_event(
-            "T2",
-            "insert",
-            NS,
-            Some("c"),
-            Some(config("c", "c3", 1)),
-        )],
-        "T2",
-    )
-    .await;
+    rig.feed(43, vec![changed("T2", "insert", "c", "c3", 1)], "T2")
+        .await;
     rig.wait("c arrived on the resumed stream", |c| ids(c, "c3") == ["c"])
         .await;
     assert_eq!(rig.ids("c2"), vec!["b"]);
@@ -511,18 +468,8 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
 
     // First worker: follows the stream to T1, then stops.
     let rig = Rig::start_with(Some(file.clone()), Some("T0")).await;
-    rig.feed(
-        42,
-        vec![change_event(
-            "T1",
-            "insert",
-            NS,
-            Some("b"),
-            Some(config("b", "c2", 1)),
-        )],
-        "T1",
-    )
-    .await;
+    rig.feed(42, vec![changed("T1", "insert", "b", "c2", 1)], "T1")
+        .await;
     rig.wait("b arrived", |c| ids(c, "c2") == ["b"]).await;
     drop(rig);
     let saved = std::fs::read_to_string(&file).unwrap();
@@ -538,7 +485,7 @@ async fn a_saved_token_resumes_a_restarted_worker_and_a_dead_one_falls_back_to_a
     let agg = db.next("aggregate").await;
     assert_eq!(resume_after(&agg).as_deref(), Some("T1"));
     let replayed = vec![
-        change_event("T2", "insert", NS, Some("c"), Some(config("c", "c3", 1))),
+        changed("T2", "insert", "c", "c3", 1),
         change_event("T3", "delete", NS, Some("b"), None),
     ];
     db.reply(&agg, first_batch(NS_STR, 50, replayed, Some("T3")))

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 
 use super::ConfigCache;
-use crate::source::{Change, ChangeFeed, ConfigSource, SourceError};
+use crate::source::{retry_policy, Change, ChangeFeed, ConfigSource, SourceError};
 
 /// Opens the feed, then loads the snapshot into the cache: the startup order that leaves
 /// no window for a missed change. Returns the feed for [`maintain`].
@@ -124,7 +124,7 @@ async fn reopen(
     stop: &CancellationToken,
 ) -> Option<ChangeFeed> {
     let open = (|| source.watch())
-        .retry(feed_backoff())
+        .retry(retry_policy())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "reopening the change feed failed"));
     let feed = tokio::select! {
@@ -152,7 +152,7 @@ async fn reload_until_ok(
     stop: &CancellationToken,
 ) -> bool {
     let attempt = (|| source.snapshot())
-        .retry(feed_backoff())
+        .retry(retry_policy())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| {
             tracing::warn!(error = %e, retry_in = ?wait, "config reload failed; retrying");
@@ -169,14 +169,6 @@ async fn reload_until_ok(
             Err(_) => unreachable!("retried without limit"),
         },
     }
-}
-
-fn feed_backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@
 pub mod file;
 pub mod mongo;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use backon::ExponentialBuilder;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -64,6 +67,17 @@ pub trait ConfigSource: Send + Sync + 'static {
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError>;
     /// A human description safe for logs (never a credential).
     fn describe(&self) -> String;
+}
+
+/// The one retry policy for talking to a config source (startup, reopening a feed,
+/// resuming a stream, a reload the feed depends on): exponential from 250 ms to 30 s,
+/// with jitter, without limit (callers stop on cancellation or by their own count).
+pub fn retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
 }
 
 /// The `ingestion.landing_container` of a raw document, if it has one.

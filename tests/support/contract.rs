@@ -43,6 +43,16 @@ pub async fn next_change(feed: &mut ChangeFeed, limit: Duration) -> Option<Chang
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The ids of the cache's candidates for `container`, in match order.
+pub fn cache_ids(cache: &ConfigCache, container: &str) -> Vec<String> {
+    cache
+        .load()
+        .candidates(container)
+        .iter()
+        .map(|c| c.id.clone())
+        .collect()
+}
+
 fn ids(docs: &[Value]) -> Vec<String> {
     let mut v: Vec<String> = docs
         .iter()

@@ -141,7 +141,7 @@ impl MongoSource {
             .database("admin")
             .run_command(doc! {"hello": 1})
             .await
-            .map_err(|e| self.unavailable("hello", e))?;
+            .map_err(|e| self.driver_error("hello", e))?;
         Ok(if let Ok(name) = hello.get_str("setName") {
             Deployment::ReplicaSet(name.to_string())
         } else if hello.get_str("msg") == Ok("isdbgrid") {
@@ -158,10 +158,10 @@ impl MongoSource {
             .collection
             .list_indexes()
             .await
-            .map_err(|e| self.unavailable("listIndexes", e))?
+            .map_err(|e| self.driver_error("listIndexes", e))?
             .try_collect()
             .await
-            .map_err(|e| self.unavailable("listIndexes", e))?;
+            .map_err(|e| self.driver_error("listIndexes", e))?;
         Ok(indexes
             .iter()
             .any(|i| i.keys.keys().next().map(String::as_str) == Some(CONTAINER_FIELD)))
@@ -181,7 +181,7 @@ impl MongoSource {
             .collection
             .create_index(model)
             .await
-            .map_err(|e| self.unavailable("createIndex", e))?;
+            .map_err(|e| self.driver_error("createIndex", e))?;
         Ok(())
     }
 
@@ -198,17 +198,17 @@ impl MongoSource {
             .read_concern(ReadConcern::majority())
             .sort(doc! {"_id": 1})
             .await
-            .map_err(|e| self.unavailable("find", e))?;
+            .map_err(|e| self.driver_error("find", e))?;
         let docs: Vec<Document> = cursor
             .try_collect()
             .await
-            .map_err(|e| self.unavailable("find", e))?;
+            .map_err(|e| self.driver_error("find", e))?;
         Ok(docs.into_iter().map(to_json).collect())
     }
 
     /// A driver error as the caller's kind of error: bad credentials will not heal by
     /// waiting (the caller fails fast); anything else may.
-    fn unavailable(&self, what: &str, e: mongodb::error::Error) -> SourceError {
+    fn driver_error(&self, what: &str, e: mongodb::error::Error) -> SourceError {
         let message = format!("{} {what}: {e}", self.shared.shown);
         if matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }) {
             SourceError::Invalid(message)
@@ -231,7 +231,7 @@ impl ConfigSource for MongoSource {
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
         let follower = stream::open(self.shared.clone(), resume)
             .await
-            .map_err(|e| self.unavailable("change stream", e))?;
+            .map_err(|e| self.driver_error("change stream", e))?;
         *self.shared.first_watch.lock().expect("first_watch lock") = false;
         tokio::spawn(follower.run(tx));
         Ok(rx)
@@ -278,13 +278,15 @@ pub(crate) fn operation_time(reply: &Document) -> Option<Timestamp> {
 /// parser split out of a mangled password, say), so it is shown only when the URI holds
 /// no credentials. A failed `mongodb+srv` DNS lookup is "unavailable": it may heal.
 fn parse_error(e: &mongodb::error::Error, uri: &str) -> SourceError {
-    if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) && !has_credentials(uri) {
-        return SourceError::Unavailable(format!("--mongodb-uri: {e}"));
-    }
+    let secret = has_credentials(uri);
     if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) {
-        return SourceError::Unavailable("--mongodb-uri: the DNS lookup of the host failed".into());
+        return SourceError::Unavailable(if secret {
+            "--mongodb-uri: the DNS lookup of the host failed".into()
+        } else {
+            format!("--mongodb-uri: {e}")
+        });
     }
-    if has_credentials(uri) {
+    if secret {
         SourceError::Invalid(
             "--mongodb-uri is not a usable MongoDB connection string (the driver's message is \
              not shown because the URI holds credentials; check that the user name and \
@@ -362,18 +364,22 @@ mod tests {
         assert_eq!(s.describe(), "mongodb://127.0.0.1:27017/other.c");
     }
 
-    #[tokio::test]
-    async fn a_bad_uri_is_refused_without_echoing_it() {
-        let err = MongoSource::connect(&MongoSettings {
-            uri: "mongodb://u:pw@host:notaport".into(),
+    async fn refused(uri: &str) -> String {
+        MongoSource::connect(&MongoSettings {
+            uri: uri.into(),
             database: None,
             collection: "c".into(),
             resume_token_file: None,
         })
         .await
         .err()
-        .expect("refused");
-        let msg = err.to_string();
+        .expect("refused")
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_bad_uri_is_refused_without_echoing_it() {
+        let msg = refused("mongodb://u:pw@host:notaport").await;
         assert!(msg.contains("--mongodb-uri"), "{msg}");
         assert!(!msg.contains("pw"), "{msg}");
         // A password the parser splits (an unencoded `?`) is not echoed in pieces.
@@ -381,16 +387,7 @@ mod tests {
             "mongodb://app:s3cr?etpw@db1:27017/x",
             "mongodb://app:pa/ss@db1:27017/x",
         ] {
-            let err = MongoSource::connect(&MongoSettings {
-                uri: uri.into(),
-                database: None,
-                collection: "c".into(),
-                resume_token_file: None,
-            })
-            .await
-            .err()
-            .expect("refused");
-            let msg = err.to_string();
+            let msg = refused(uri).await;
             assert!(
                 !msg.contains("s3cr") && !msg.contains("pa/") && !msg.contains("app"),
                 "{msg}"
@@ -398,15 +395,7 @@ mod tests {
             assert!(msg.contains("percent-encoded"), "{msg}");
         }
         // Without credentials the driver's reason is shown.
-        let err = MongoSource::connect(&MongoSettings {
-            uri: "mongodb://db1:notaport".into(),
-            database: None,
-            collection: "c".into(),
-            resume_token_file: None,
-        })
-        .await
-        .err()
-        .expect("refused");
-        assert!(err.to_string().contains("notaport"), "{err}");
+        let msg = refused("mongodb://db1:notaport").await;
+        assert!(msg.contains("notaport"), "{msg}");
     }
 }

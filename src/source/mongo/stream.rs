@@ -48,7 +48,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, Retryable};
 use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::change_stream::ChangeStream;
@@ -58,7 +58,7 @@ use tokio::sync::mpsc;
 
 use super::{operation_time, to_json, Shared};
 use crate::config::doc_id;
-use crate::source::Change;
+use crate::source::{retry_policy, Change};
 
 /// Server error codes after which the stream cannot be resumed where it was.
 pub mod codes {
@@ -280,11 +280,7 @@ impl Follower {
         self.failures += 1;
         self.failed_at = self.token.clone();
         tracing::warn!(source = %self.shared.shown, error, failures = self.failures, "change stream failed; resuming");
-        let down = Change::Status {
-            active: false,
-            error: Some(format!("change stream: {error}")),
-        };
-        if tx.send(down).await.is_err() {
+        if !mark_down(tx, error).await {
             return false;
         }
         if self.failures > MAX_RESUMES {
@@ -293,7 +289,7 @@ impl Follower {
         }
         // The first resume is prompt; each further one in a row waits longer.
         if let Some(pause) = (self.failures >= 2)
-            .then(|| backoff().build().nth(self.failures as usize - 2))
+            .then(|| retry_policy().build().nth(self.failures as usize - 2))
             .flatten()
         {
             tokio::select! {
@@ -308,7 +304,7 @@ impl Follower {
         };
         let shared = self.shared.clone();
         let attempt = (|| open_stream(&shared, start.clone()))
-            .retry(backoff().with_max_times(MAX_RESUMES as usize))
+            .retry(retry_policy().with_max_times(MAX_RESUMES as usize))
             .sleep(tokio::time::sleep)
             .when(|e| !is_lost(e))
             .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "resuming the change stream failed"));
@@ -333,16 +329,12 @@ impl Follower {
     /// reload's snapshot is read after the new start point).
     async fn restart_fresh(&mut self, tx: &mpsc::Sender<Change>, why: String) -> bool {
         tracing::warn!(source = %self.shared.shown, why, "change stream restarting from now; all configs will be reloaded");
-        let down = Change::Status {
-            active: false,
-            error: Some(format!("change stream: {why}")),
-        };
-        if tx.send(down).await.is_err() {
+        if !mark_down(tx, &why).await {
             return false;
         }
         let shared = self.shared.clone();
         let attempt = (|| open_stream(&shared, Start::Now))
-            .retry(backoff())
+            .retry(retry_policy())
             .sleep(tokio::time::sleep)
             .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "reopening the change stream failed"));
         let opened = tokio::select! {
@@ -393,12 +385,14 @@ impl Follower {
     }
 }
 
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
+/// Tells the cache the feed is down (it may miss changes until further notice). False
+/// when the feed was dropped.
+async fn mark_down(tx: &mpsc::Sender<Change>, why: &str) -> bool {
+    let down = Change::Status {
+        active: false,
+        error: Some(format!("change stream: {why}")),
+    };
+    tx.send(down).await.is_ok()
 }
 
 /// Errors after which the old position is useless: reload instead of resuming.
