@@ -29,7 +29,7 @@ use serde_json::Value;
 
 pub use index::Index;
 
-use crate::config::{doc_id, ConfigError, SourceConfig, SourceConfigDoc};
+use crate::config::{doc_id, parse_doc, ConfigError, SourceConfig};
 use crate::source::{landing_container, Change};
 use crate::telemetry::metrics::Metrics;
 
@@ -157,17 +157,22 @@ impl ConfigCache {
     /// Applies one document; returns the containers whose entries must be rebuilt.
     fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<String> {
         let id = doc_id(doc);
-        // Compiled once per version: an identical document keeps its compiled config.
-        if let (Some(id), Ok(parsed)) =
-            (&id, serde_json::from_value::<SourceConfigDoc>(doc.clone()))
-        {
-            if state.configs.get(id).is_some_and(|c| c.doc == parsed) {
+        let compiled = match parse_doc(doc) {
+            // Compiled once per version: an identical document keeps its compiled config.
+            Ok(parsed)
+                if state
+                    .configs
+                    .get(&parsed.id)
+                    .is_some_and(|c| c.doc == parsed) =>
+            {
                 return Vec::new();
             }
-        }
+            Ok(parsed) => SourceConfig::from_doc(parsed, &self.routed_prefix),
+            Err(err) => Err(err),
+        };
         let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
         let mut touched: Vec<String> = Vec::new();
-        match SourceConfig::from_value(doc, &self.routed_prefix) {
+        match compiled {
             Ok(config) => {
                 state.refused.remove(&config.id);
                 let config = Arc::new(config);
@@ -211,15 +216,18 @@ impl ConfigCache {
         let mut refused = BTreeMap::new();
         for doc in &docs {
             let id = doc_id(doc);
-            if let (Some(id), Ok(parsed)) =
-                (&id, serde_json::from_value::<SourceConfigDoc>(doc.clone()))
-            {
-                if let Some(existing) = state.configs.get(id).filter(|c| c.doc == parsed) {
-                    next.insert(id.clone(), existing.clone());
-                    continue;
-                }
-            }
-            match SourceConfig::from_value(doc, &self.routed_prefix) {
+            let compiled = match parse_doc(doc) {
+                Ok(parsed) => match state.configs.get(&parsed.id).filter(|c| c.doc == parsed) {
+                    // Unchanged: keep the compiled config (and count no drift).
+                    Some(existing) => {
+                        next.insert(parsed.id, existing.clone());
+                        continue;
+                    }
+                    None => SourceConfig::from_doc(parsed, &self.routed_prefix),
+                },
+                Err(err) => Err(err),
+            };
+            match compiled {
                 Ok(c) => {
                     next.insert(c.id.clone(), Arc::new(c));
                 }

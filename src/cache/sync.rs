@@ -181,6 +181,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::config::SourceConfig;
     use crate::telemetry::metrics::Metrics;
 
     /// A source whose store and feed the test drives by hand.
@@ -296,6 +297,54 @@ mod tests {
             "resync found it"
         );
         assert!(cache.metrics().counters.drift.load(Relaxed) >= 1);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_resyncs_of_mongodb_typed_documents_find_no_drift_and_recompile_nothing() {
+        let cache = Arc::new(ConfigCache::new(Metrics::detached(), "blob.routed"));
+        let source = Arc::new(Scripted::default());
+        source.set(vec![
+            json!({"_id": {"$oid": "6740a1b2c3d4e5f601234567"},
+                   "ingestion": {"mode": "blob_trigger", "landing_container": "c"},
+                   "version": {"$numberLong": "7"}, "priority": 3.0,
+                   "updated_at": {"$date": "2026-11-20T10:00:00Z"}}),
+            json!({"_id": "b", "ingestion": {"mode": "blob_trigger", "landing_container": "c"},
+                   "version": {"$numberInt": "1"},
+                   "updated_at": {"$date": {"$numberLong": "1795168800000"}}}),
+        ]);
+        let feed = warm(&cache, &*source).await.unwrap();
+        let before: Vec<Arc<SourceConfig>> = cache.load().candidates("c").to_vec();
+        assert_eq!(before.len(), 2);
+        let stop = CancellationToken::new();
+        let ttl = Duration::from_secs(1);
+        tokio::spawn(maintain(
+            cache.clone(),
+            source.clone(),
+            feed,
+            ttl,
+            stop.clone(),
+        ));
+        let snapshots = || {
+            source
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| **c == "snapshot")
+                .count()
+        };
+        let first = snapshots();
+        for _ in 0..6 {
+            tokio::time::sleep(ttl).await;
+            settle().await;
+        }
+        assert!(snapshots() >= first + 5, "the TTL resync ran");
+        assert_eq!(cache.metrics().counters.drift.load(Relaxed), 0);
+        let after = cache.load().candidates("c").to_vec();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(Arc::ptr_eq(b, a), "{} recompiled", b.id);
+        }
         stop.cancel();
     }
 

@@ -106,6 +106,67 @@ fn reset_reports_drift_and_keeps_unchanged_configs() {
     assert_eq!(ids(&cache, "c"), vec!["b", "d"]);
 }
 
+/// The same config in each form MongoDB (or `mongoexport`) may store it: ObjectId
+/// `_id`, a date in each extended-JSON form, `$numberLong`/`$numberInt`, integral doubles.
+fn typed_forms() -> Vec<Value> {
+    let dates = [
+        json!({"$date": "2026-11-20T10:00:00Z"}),
+        json!({"$date": {"$numberLong": "1795168800000"}}),
+        json!({"$date": 1_795_168_800_000_i64}),
+    ];
+    let numbers = [
+        (json!({"$numberLong": "7"}), json!({"$numberInt": "2"})),
+        (json!(7.0), json!(2.0)),
+    ];
+    let mut forms = Vec::new();
+    for date in &dates {
+        for (version, priority) in &numbers {
+            forms.push(json!({
+                "_id": {"$oid": "6740a1b2c3d4e5f601234567"},
+                "ingestion": {"mode": "blob_trigger", "landing_container": "typed"},
+                "version": version, "priority": priority, "updated_at": date,
+            }));
+        }
+    }
+    forms
+}
+
+#[test]
+fn mongodb_typed_documents_are_never_drift_nor_recompiled() {
+    for form in typed_forms() {
+        let cache = cache();
+        // Snapshot: new, so one difference.
+        assert_eq!(cache.reset(vec![form.clone()]), 1, "{form}");
+        let compiled = cache.load().candidates("typed")[0].clone();
+        assert_eq!(compiled.id, "6740a1b2c3d4e5f601234567");
+        assert_eq!(compiled.version, 7);
+        assert_eq!(compiled.priority, 2);
+        assert_eq!(
+            compiled.doc.updated_at.as_deref(),
+            Some("2026-11-20T10:00:00Z")
+        );
+        let invalidations = cache.metrics().counters.cache_invalidations.load(SeqCst);
+        // Upsert of the unchanged document: nothing happens.
+        cache.upsert(&form);
+        assert!(Arc::ptr_eq(&compiled, &cache.load().candidates("typed")[0]));
+        assert_eq!(
+            cache.metrics().counters.cache_invalidations.load(SeqCst),
+            invalidations,
+            "an unchanged upsert is no change"
+        );
+        // Every other stored form of the same document is the same config too.
+        for other in typed_forms() {
+            cache.upsert(&other);
+            assert_eq!(cache.reset(vec![other.clone()]), 0, "{form} vs {other}");
+            assert!(
+                Arc::ptr_eq(&compiled, &cache.load().candidates("typed")[0]),
+                "recompiled for {other}"
+            );
+        }
+        assert!(cache.health().refused.is_empty());
+    }
+}
+
 #[test]
 fn disabled_configs_are_cached_but_never_candidates() {
     let cache = cache();
