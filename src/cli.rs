@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::configs_cmd::ConfigsArgs;
 use crate::nats::consumer::ConsumerSettings;
 use crate::nats::streams::{StreamSpec, Topology};
-use crate::source::mongo::MongoSettings;
+use crate::store::mongo::MongoSettings;
+use crate::store::StoreSelection;
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,12 +34,6 @@ pub enum Command {
     Check(CheckArgs),
     /// Import, export, validate or list source configs (MongoDB or a file).
     Configs(ConfigsArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Args)]
@@ -165,14 +160,18 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    /// The MongoDB settings, when `--mongodb-uri` is given.
-    pub fn mongo(&self) -> Option<MongoSettings> {
-        self.mongodb_uri.as_ref().map(|uri| MongoSettings {
-            uri: uri.clone(),
-            database: self.database.clone(),
-            collection: self.collection.clone(),
-            resume_token_file: self.resume_token_file.clone(),
-        })
+    /// The store these flags select: MongoDB, a file, or the embedded default.
+    pub fn selection(&self) -> StoreSelection {
+        match (&self.mongodb_uri, &self.configs) {
+            (Some(uri), _) => StoreSelection::Mongo(MongoSettings {
+                uri: uri.clone(),
+                database: self.database.clone(),
+                collection: self.collection.clone(),
+                resume_token_file: self.resume_token_file.clone(),
+            }),
+            (None, Some(path)) => StoreSelection::File(path.clone()),
+            (None, None) => StoreSelection::Embedded,
+        }
     }
 }
 
@@ -222,6 +221,87 @@ pub struct CheckArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+// `configs` and its actions.
+
+#[derive(Debug, Args)]
+pub struct ConfigsArgs {
+    #[command(subcommand)]
+    pub action: ConfigsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigsAction {
+    /// Validate a JSON/YAML file and upsert its configs into MongoDB by `_id`. Nothing is
+    /// written when any document is refused.
+    Import(ImportArgs),
+    /// Write the configs (all of them, disabled too) to a file or stdout.
+    Export(ExportArgs),
+    /// Validate configs: the given file, else the source the flags select.
+    Validate(ValidateArgs),
+    /// One line per config: id, state, container, pattern, subject.
+    List(ListArgs),
+}
+
+/// Validation needs the routed prefix (it completes the default subject).
+#[derive(Debug, Clone, Args)]
+pub struct PrefixArg {
+    /// Prefix of the default routed subject `<prefix>.<source_id>`.
+    #[arg(long, env = "BLOB_ROUTER_ROUTED_PREFIX", default_value = "blob.routed")]
+    pub routed_prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to import (a list of config documents, JSON or YAML).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// Also delete configs that are in the collection but not in the file.
+    #[arg(long)]
+    pub prune: bool,
+    /// Validate and show what would change, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Output format [default: json for a `.json` file, else yaml].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// A file to validate; without it, the configs of the selected source.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub prefix: PrefixArg,
 }
 
 #[cfg(test)]

@@ -13,23 +13,21 @@
 //!   -> ack the input only once every publish it caused has its PubAck
 //! ```
 //!
-//! Configs come from a [`source::ConfigSource`] (a watched file today, MongoDB change
+//! Configs come from a [`source::ConfigStore`] (a watched file today, MongoDB change
 //! streams later). The [`cache::ConfigCache`] holds an immutable index swapped atomically:
 //! readers never wait, writers apply one changed document at a time. [`app`] owns the
 //! startup order (feed opened, snapshot applied, ready, then subscribe) and shutdown.
 
-pub mod app;
 pub mod cache;
-pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod configs_cmd;
 pub mod event;
 pub mod http;
 pub mod nats;
-pub mod outcome;
+pub mod output;
 pub mod pipeline;
 pub mod router;
 pub mod shutdown;
-pub mod source;
+pub mod store;
 pub mod telemetry;

@@ -1,12 +1,12 @@
-//! The `blob-router` binary: parses the command line and hands over to the library.
+//! The `blob-router` binary: parses the command line, sets up logging and the runtime,
+//! and dispatches to the command. Everything else lives in the library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use blob_router::cli::{Cli, Command};
-use blob_router::{app, check, configs_cmd, shutdown, telemetry};
+use blob_router::{commands, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,22 +26,9 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => {
-                let stop = CancellationToken::new();
-                shutdown::cancel_on_signal(stop.clone());
-                match app::run(args, stop).await {
-                    Ok(()) => {
-                        tracing::info!("stopped");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "blob-router failed");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Command::Check(args) => check::check(args).await,
-            Command::Configs(args) => configs_cmd::run(args).await,
+            Command::Run(args) => commands::run::main(args).await,
+            Command::Check(args) => commands::check::main(args).await,
+            Command::Configs(args) => commands::configs::main(args).await,
         }
     })
 }

@@ -20,9 +20,9 @@ use crate::cache::ConfigCache;
 use crate::event::{self, BlobEvent, ParsedRecord};
 use crate::nats::consumer::retry_delay;
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
-use crate::outcome::{headers, Reason};
+use crate::output::{headers, Reason};
 use crate::router::{self, Match};
-use crate::source::SourceError;
+use crate::store::StoreError;
 
 /// Longest `Blob-Router-Detail` header value; details are for humans, not payloads.
 const MAX_DETAIL: usize = 512;
@@ -134,7 +134,7 @@ impl Pipeline {
     }
 
     /// Cache first; on a miss, one coalesced forced read of the container, then again.
-    async fn route(&self, event: &BlobEvent) -> Result<Option<Match>, Arc<SourceError>> {
+    async fn route(&self, event: &BlobEvent) -> Result<Option<Match>, Arc<StoreError>> {
         let counters = &self.cache.metrics().counters;
         if let Some(m) = router::decide(event, &self.cache.load()) {
             counters.cache_hits.fetch_add(1, Relaxed);

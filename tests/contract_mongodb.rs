@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use blob_router::cache::{sync, ConfigCache};
-use blob_router::source::mongo::{from_json, MongoSettings, MongoSource};
-use blob_router::source::{Change, ConfigSource};
+use blob_router::store::mongo::{from_json, MongoSettings, MongoStore};
+use blob_router::store::{Change, ConfigStore};
 use blob_router::telemetry::metrics::Metrics;
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection};
@@ -32,7 +32,7 @@ struct MongoHarness {
     uri: String,
     db: String,
     client: Client,
-    source: Arc<MongoSource>,
+    source: Arc<MongoStore>,
     dir: tempfile::TempDir,
 }
 
@@ -52,7 +52,7 @@ impl MongoHarness {
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let source = MongoSource::connect(&settings(&uri, &db, None))
+        let source = MongoStore::connect(&settings(&uri, &db, None))
             .await
             .unwrap();
         Self {
@@ -64,8 +64,8 @@ impl MongoHarness {
         }
     }
 
-    async fn connect(&self, token_file: Option<PathBuf>) -> MongoSource {
-        MongoSource::connect(&settings(&self.uri, &self.db, token_file))
+    async fn connect(&self, token_file: Option<PathBuf>) -> MongoStore {
+        MongoStore::connect(&settings(&self.uri, &self.db, token_file))
             .await
             .unwrap()
     }
@@ -106,7 +106,7 @@ impl Drop for MongoHarness {
 
 #[async_trait]
 impl Harness for MongoHarness {
-    fn source(&self) -> Arc<dyn ConfigSource> {
+    fn source(&self) -> Arc<dyn ConfigStore> {
         self.source.clone()
     }
     async fn put(&self, doc: Value) {

@@ -7,7 +7,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use blob_router::source::mongo::from_json;
+use blob_router::store::mongo::from_json;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
 use support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode};

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blob_router::cache::{sync, ConfigCache};
-use blob_router::source::mongo::stream::{self, match_stage};
-use blob_router::source::mongo::{MongoSettings, MongoSource};
-use blob_router::source::{ChangeFeed, ConfigSource};
+use blob_router::store::mongo::stream::{self, match_stage};
+use blob_router::store::mongo::{MongoSettings, MongoStore};
+use blob_router::store::{ChangeFeed, ConfigStore};
 use blob_router::telemetry::metrics::Metrics;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use serde_json::json;
@@ -29,9 +29,9 @@ fn config(id: &str, container: &str, version: i64) -> Document {
     "ingestion": {"mode": "blob_trigger", "landing_container": container}}
 }
 
-async fn source(db: &MockDb, token_file: Option<PathBuf>) -> Arc<MongoSource> {
+async fn source(db: &MockDb, token_file: Option<PathBuf>) -> Arc<MongoStore> {
     Arc::new(
-        MongoSource::connect(&MongoSettings {
+        MongoStore::connect(&MongoSettings {
             uri: db.uri(),
             database: None,
             collection: "source_configs".into(),
@@ -112,7 +112,7 @@ impl Rig {
         .await;
         let feed = warm.await.unwrap().unwrap();
         let stop = CancellationToken::new();
-        let src: Arc<dyn ConfigSource> = source.clone();
+        let src: Arc<dyn ConfigStore> = source.clone();
         tokio::spawn(sync::maintain(
             cache.clone(),
             src,
@@ -169,8 +169,8 @@ impl Drop for Rig {
 
 fn spawn_warm(
     cache: &Arc<ConfigCache>,
-    source: &Arc<MongoSource>,
-) -> tokio::task::JoinHandle<Result<ChangeFeed, blob_router::source::SourceError>> {
+    source: &Arc<MongoStore>,
+) -> tokio::task::JoinHandle<Result<ChangeFeed, blob_router::store::StoreError>> {
     let (cache, source) = (cache.clone(), source.clone());
     tokio::spawn(async move { sync::warm(&cache, &*source).await })
 }

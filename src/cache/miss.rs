@@ -16,9 +16,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Semaphore;
 
 use super::ConfigCache;
-use crate::source::{ConfigSource, SourceError};
+use crate::store::{ConfigStore, StoreError};
 
-type SharedRead = Shared<BoxFuture<'static, Result<(), Arc<SourceError>>>>;
+type SharedRead = Shared<BoxFuture<'static, Result<(), Arc<StoreError>>>>;
 
 /// How a miss was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum Resolution {
 
 pub struct MissResolver {
     cache: Arc<ConfigCache>,
-    source: Arc<dyn ConfigSource>,
+    source: Arc<dyn ConfigStore>,
     inflight: Arc<Mutex<HashMap<String, SharedRead>>>,
     permits: Arc<Semaphore>,
 }
@@ -40,7 +40,7 @@ impl MissResolver {
     /// `max_concurrent_reads` bounds forced reads across all containers.
     pub fn new(
         cache: Arc<ConfigCache>,
-        source: Arc<dyn ConfigSource>,
+        source: Arc<dyn ConfigStore>,
         max_concurrent_reads: usize,
     ) -> Self {
         Self {
@@ -52,7 +52,7 @@ impl MissResolver {
     }
 
     /// Settles a miss on `container`. After `Ok`, the cache holds the source's answer.
-    pub async fn resolve(&self, container: &str) -> Result<Resolution, Arc<SourceError>> {
+    pub async fn resolve(&self, container: &str) -> Result<Resolution, Arc<StoreError>> {
         if self.cache.is_negative(container) {
             self.cache
                 .metrics()

@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use index::Index;
 
 use crate::config::{doc_id, parse_doc, ConfigError, SourceConfig};
-use crate::source::{landing_container, Change};
+use crate::store::{landing_container, Change};
 use crate::telemetry::metrics::Metrics;
 
 /// Where a container stood when a forced read of it began.

@@ -14,14 +14,11 @@ use backon::Retryable;
 use tokio_util::sync::CancellationToken;
 
 use super::ConfigCache;
-use crate::source::{retry_policy, Change, ChangeFeed, ConfigSource, SourceError};
+use crate::store::{retry_policy, Change, ChangeFeed, ConfigStore, StoreError};
 
 /// Opens the feed, then loads the snapshot into the cache: the startup order that leaves
 /// no window for a missed change. Returns the feed for [`maintain`].
-pub async fn warm(
-    cache: &ConfigCache,
-    source: &dyn ConfigSource,
-) -> Result<ChangeFeed, SourceError> {
+pub async fn warm(cache: &ConfigCache, source: &dyn ConfigStore) -> Result<ChangeFeed, StoreError> {
     let mut feed = source.watch().await?;
     let docs = source.snapshot().await?;
     let n = docs.len();
@@ -52,7 +49,7 @@ pub async fn warm(
 /// while the feed is down, since changes may then be missed).
 pub async fn maintain(
     cache: Arc<ConfigCache>,
-    source: Arc<dyn ConfigSource>,
+    source: Arc<dyn ConfigStore>,
     mut feed: ChangeFeed,
     ttl: Duration,
     stop: CancellationToken,
@@ -95,7 +92,7 @@ pub async fn maintain(
 }
 
 /// Full snapshot into the cache; on a TTL resync any difference is counted as drift.
-async fn reload(cache: &ConfigCache, source: &dyn ConfigSource, resync: bool) {
+async fn reload(cache: &ConfigCache, source: &dyn ConfigStore, resync: bool) {
     match source.snapshot().await {
         Ok(docs) => {
             let drift = cache.reset(docs);
@@ -120,7 +117,7 @@ async fn reload(cache: &ConfigCache, source: &dyn ConfigSource, resync: bool) {
 /// Reopens the feed with backoff and jitter, then reloads (changes may have been missed).
 async fn reopen(
     cache: &ConfigCache,
-    source: &dyn ConfigSource,
+    source: &dyn ConfigStore,
     stop: &CancellationToken,
 ) -> Option<ChangeFeed> {
     let open = (|| source.watch())
@@ -148,7 +145,7 @@ async fn reopen(
 /// every miss is a forced read. False when stopped first.
 async fn reload_until_ok(
     cache: &ConfigCache,
-    source: &dyn ConfigSource,
+    source: &dyn ConfigStore,
     stop: &CancellationToken,
 ) -> bool {
     let attempt = (|| source.snapshot())
@@ -206,15 +203,15 @@ mod tests {
     }
 
     #[async_trait]
-    impl ConfigSource for Scripted {
-        async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+    impl ConfigStore for Scripted {
+        async fn watch(&self) -> Result<ChangeFeed, StoreError> {
             self.watches.fetch_add(1, Relaxed);
             self.calls.lock().unwrap().push("watch");
             let (tx, rx) = mpsc::channel(16);
             self.feeds.lock().unwrap().push(tx);
             Ok(rx)
         }
-        async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+        async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
             self.calls.lock().unwrap().push("snapshot");
             let docs = self.docs.lock().unwrap().clone();
             if let Some(change) = self.during_snapshot.lock().unwrap().take() {
@@ -224,7 +221,7 @@ mod tests {
             }
             Ok(docs)
         }
-        async fn read_container(&self, _: &str) -> Result<Vec<Value>, SourceError> {
+        async fn read_container(&self, _: &str) -> Result<Vec<Value>, StoreError> {
             unreachable!("not used by the maintainer")
         }
         fn describe(&self) -> String {

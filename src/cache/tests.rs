@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::miss::{MissResolver, Resolution};
 use super::*;
-use crate::source::{ChangeFeed, ConfigSource, SourceError};
+use crate::store::{ChangeFeed, ConfigStore, StoreError};
 use crate::telemetry::metrics::Metrics;
 
 fn doc(id: &str, container: &str, version: i64) -> Value {
@@ -216,20 +216,20 @@ struct CountingSource {
 }
 
 #[async_trait]
-impl ConfigSource for CountingSource {
-    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+impl ConfigStore for CountingSource {
+    async fn watch(&self) -> Result<ChangeFeed, StoreError> {
         Ok(tokio::sync::mpsc::channel(1).1)
     }
-    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+    async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         Ok(self.answer.clone())
     }
-    async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError> {
+    async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {
         self.reads.fetch_add(1, SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok(self
             .answer
             .iter()
-            .filter(|d| crate::source::landing_container(d) == Some(container))
+            .filter(|d| crate::store::landing_container(d) == Some(container))
             .cloned()
             .collect())
     }
@@ -246,14 +246,14 @@ struct GatedSource {
 }
 
 #[async_trait]
-impl ConfigSource for GatedSource {
-    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+impl ConfigStore for GatedSource {
+    async fn watch(&self) -> Result<ChangeFeed, StoreError> {
         Ok(tokio::sync::mpsc::channel(1).1)
     }
-    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+    async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         Ok(vec![])
     }
-    async fn read_container(&self, _: &str) -> Result<Vec<Value>, SourceError> {
+    async fn read_container(&self, _: &str) -> Result<Vec<Value>, StoreError> {
         self.reads.fetch_add(1, SeqCst);
         let _open = self.gate.acquire().await.unwrap();
         Ok(vec![])

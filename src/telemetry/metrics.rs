@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry::KeyValue;
 
-use crate::outcome::Reason;
+use crate::output::Reason;
 
 /// Counters and gauges, shared by every part of the worker.
 #[derive(Default)]

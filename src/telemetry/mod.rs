@@ -10,8 +10,31 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
 use metrics::Metrics;
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Shows an error with every cause in its chain, `outer: cause: root`, for log lines and
+/// messages (`error = %Chain(&e)`): a typed error keeps its cause as `source()`, and
+/// this is where that cause becomes visible.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
 
 /// Installs the global log subscriber. Safe to call once per process.
 pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -80,5 +103,26 @@ impl Telemetry {
         if let Err(e) = self.provider.shutdown() {
             tracing::debug!(error = %e, "metrics shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the config file")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_shows_every_cause() {
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file",
+        ));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "reading the config file: no such file"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The contract every [`ConfigSource`] must keep, written once. A source's test file
+//! The contract every [`ConfigStore`] must keep, written once. A source's test file
 //! provides a [`Harness`] (how to change its backing store) and instantiates the suite
 //! with [`contract_suite!`]; the MongoDB source runs the same checks.
 
@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use blob_router::cache::ConfigCache;
-use blob_router::source::{Change, ChangeFeed, ConfigSource};
+use blob_router::store::{Change, ChangeFeed, ConfigStore};
 use blob_router::telemetry::metrics::Metrics;
 use serde_json::{json, Value};
 
 /// How a contract test changes the store behind a source.
 #[async_trait]
 pub trait Harness: Send + Sync {
-    fn source(&self) -> Arc<dyn ConfigSource>;
+    fn source(&self) -> Arc<dyn ConfigStore>;
     /// Inserts or replaces a document.
     async fn put(&self, doc: Value);
     async fn remove(&self, id: &str);
@@ -193,8 +193,8 @@ impl FileHarness {
 
 #[async_trait]
 impl Harness for FileHarness {
-    fn source(&self) -> Arc<dyn ConfigSource> {
-        Arc::new(blob_router::source::file::FileSource::new(self.path()))
+    fn source(&self) -> Arc<dyn ConfigStore> {
+        Arc::new(blob_router::store::file::FileStore::new(self.path()))
     }
     async fn put(&self, doc: Value) {
         let id = doc["_id"].as_str().unwrap().to_string();

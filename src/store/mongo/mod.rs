@@ -1,16 +1,16 @@
 //! Source configs from a MongoDB collection, followed through a change stream.
 //!
-//! [`MongoSource`] implements the [`ConfigSource`] seam with the official driver:
+//! [`MongoStore`] implements the [`ConfigStore`] seam with the official driver:
 //!
-//! - [`ConfigSource::watch`] opens the change stream and only returns once the server has
+//! - [`ConfigStore::watch`] opens the change stream and only returns once the server has
 //!   answered the `aggregate`, so the stream's start point (its resume token, or the
 //!   operation time read just before) is fixed *before* the snapshot is read; the stream
 //!   task ([`stream`]) then forwards every change, resumes after errors and asks for a full
 //!   reload when the stream cannot be resumed. See that module for the mechanism.
-//! - [`ConfigSource::snapshot`] reads every enabled config (`enabled != false`) with
+//! - [`ConfigStore::snapshot`] reads every enabled config (`enabled != false`) with
 //!   majority read concern, so it never sees a write the change stream could later roll
 //!   back.
-//! - [`ConfigSource::read_container`] is the forced read of the miss path, a query on
+//! - [`ConfigStore::read_container`] is the forced read of the miss path, a query on
 //!   `ingestion.landing_container` (the index on it is created by `configs import` and
 //!   checked by `check`).
 //!
@@ -18,9 +18,12 @@
 //! change that disables one arrives as a delete, so the TTL resync does not count the
 //! difference as drift.
 //!
-//! Connection strings often carry credentials: [`MongoSource::describe`] shows only hosts,
+//! Connection strings often carry credentials: [`MongoStore::describe`] shows only hosts,
 //! database and collection, and no error this module returns embeds the URI.
 
+mod import;
+
+pub use import::{ImportPlan, ImportReport};
 pub mod stream;
 pub mod token;
 
@@ -37,7 +40,7 @@ use mongodb::{Client, Collection, IndexModel};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{ChangeFeed, ConfigSource, SourceError};
+use super::{ChangeFeed, ConfigStore, StoreError};
 use token::TokenFile;
 
 /// The field the forced read queries, and that `configs import` indexes.
@@ -69,7 +72,7 @@ pub enum Deployment {
 }
 
 /// The MongoDB config source. Cheap to share: the driver client is a pool.
-pub struct MongoSource {
+pub struct MongoStore {
     shared: Arc<Shared>,
 }
 
@@ -84,10 +87,10 @@ pub(crate) struct Shared {
     pub(crate) first_watch: Mutex<bool>,
 }
 
-impl MongoSource {
+impl MongoStore {
     /// Parses the URI and builds the client. Does not contact the server: the driver
     /// connects lazily, and every call below waits for server selection.
-    pub async fn connect(settings: &MongoSettings) -> Result<Self, SourceError> {
+    pub async fn connect(settings: &MongoSettings) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(&settings.uri)
             .await
             .map_err(|e| parse_error(&e, &settings.uri))?;
@@ -134,7 +137,7 @@ impl MongoSource {
 
     /// Asks the server what it is (`hello`): change streams need a replica set or a
     /// sharded cluster.
-    pub async fn deployment(&self) -> Result<Deployment, SourceError> {
+    pub async fn deployment(&self) -> Result<Deployment, StoreError> {
         let hello = self
             .shared
             .client
@@ -152,7 +155,7 @@ impl MongoSource {
     }
 
     /// Whether the index on [`CONTAINER_FIELD`] exists.
-    pub async fn has_container_index(&self) -> Result<bool, SourceError> {
+    pub async fn has_container_index(&self) -> Result<bool, StoreError> {
         let indexes: Vec<IndexModel> = self
             .shared
             .collection
@@ -168,7 +171,7 @@ impl MongoSource {
     }
 
     /// Creates the index on [`CONTAINER_FIELD`] (idempotent; needs write access).
-    pub async fn ensure_container_index(&self) -> Result<(), SourceError> {
+    pub async fn ensure_container_index(&self) -> Result<(), StoreError> {
         let model = IndexModel::builder()
             .keys(doc! {CONTAINER_FIELD: 1})
             .options(
@@ -186,11 +189,11 @@ impl MongoSource {
     }
 
     /// Every document, enabled or not, for `configs export|list`.
-    pub async fn all(&self) -> Result<Vec<Value>, SourceError> {
+    pub async fn all(&self) -> Result<Vec<Value>, StoreError> {
         self.find(doc! {}).await
     }
 
-    async fn find(&self, filter: Document) -> Result<Vec<Value>, SourceError> {
+    async fn find(&self, filter: Document) -> Result<Vec<Value>, StoreError> {
         let cursor = self
             .shared
             .collection
@@ -208,12 +211,12 @@ impl MongoSource {
 
     /// A driver error as the caller's kind of error: bad credentials will not heal by
     /// waiting (the caller fails fast); anything else may.
-    fn driver_error(&self, what: &str, e: mongodb::error::Error) -> SourceError {
-        let message = format!("{} {what}: {e}", self.shared.shown);
+    fn driver_error(&self, what: &str, e: mongodb::error::Error) -> StoreError {
+        let context = format!("{} {what}", self.shared.shown);
         if matches!(e.kind.as_ref(), ErrorKind::Authentication { .. }) {
-            SourceError::Invalid(message)
+            StoreError::invalid(context, e)
         } else {
-            SourceError::Unavailable(message)
+            StoreError::unavailable(context, e)
         }
     }
 }
@@ -224,8 +227,8 @@ fn visible() -> Document {
 }
 
 #[async_trait]
-impl ConfigSource for MongoSource {
-    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+impl ConfigStore for MongoStore {
+    async fn watch(&self) -> Result<ChangeFeed, StoreError> {
         // The saved token is for the first stream this process opens successfully.
         let resume = *self.shared.first_watch.lock().expect("first_watch lock");
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
@@ -237,11 +240,11 @@ impl ConfigSource for MongoSource {
         Ok(rx)
     }
 
-    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+    async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         self.find(visible()).await
     }
 
-    async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError> {
+    async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {
         let mut filter = visible();
         filter.insert(CONTAINER_FIELD, container);
         self.find(filter).await
@@ -277,26 +280,29 @@ pub(crate) fn operation_time(reply: &Document) -> Option<Timestamp> {
 /// A URI the driver cannot use. Its message may quote pieces of the URI (a host the
 /// parser split out of a mangled password, say), so it is shown only when the URI holds
 /// no credentials. A failed `mongodb+srv` DNS lookup is "unavailable": it may heal.
-fn parse_error(e: &mongodb::error::Error, uri: &str) -> SourceError {
+fn parse_error(e: &mongodb::error::Error, uri: &str) -> StoreError {
     let secret = has_credentials(uri);
     if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) {
-        return SourceError::Unavailable(if secret {
-            "--mongodb-uri: the DNS lookup of the host failed".into()
+        return if secret {
+            StoreError::Unavailable {
+                context: "--mongodb-uri: the DNS lookup of the host failed".into(),
+                source: None,
+            }
         } else {
-            format!("--mongodb-uri: {e}")
-        });
+            StoreError::unavailable("--mongodb-uri", e.clone())
+        };
     }
     if secret {
-        SourceError::Invalid(
+        StoreError::invalid_because(
             "--mongodb-uri is not a usable MongoDB connection string (the driver's message is \
              not shown because the URI holds credentials; check that the user name and \
-             password are percent-encoded, e.g. `@` as %40, `:` as %3A, `/` as %2F, `?` as %3F)"
-                .into(),
+             password are percent-encoded, e.g. `@` as %40, `:` as %3A, `/` as %2F, `?` as %3F)",
         )
     } else {
-        SourceError::Invalid(format!(
-            "--mongodb-uri is not a usable MongoDB connection string: {e}"
-        ))
+        StoreError::invalid(
+            "--mongodb-uri is not a usable MongoDB connection string",
+            e.clone(),
+        )
     }
 }
 
@@ -335,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn describe_never_shows_credentials_and_picks_the_database() {
-        let s = MongoSource::connect(&MongoSettings {
+        let s = MongoStore::connect(&MongoSettings {
             uri: "mongodb://app:s3cret@db1.example:27017,db2.example:27017/configs?replicaSet=rs0"
                 .into(),
             database: None,
@@ -353,7 +359,7 @@ mod tests {
             shown,
             "mongodb://db1.example:27017,db2.example:27017/configs.source_configs"
         );
-        let s = MongoSource::connect(&MongoSettings {
+        let s = MongoStore::connect(&MongoSettings {
             uri: "mongodb://127.0.0.1:27017".into(),
             database: Some("other".into()),
             collection: "c".into(),
@@ -365,7 +371,7 @@ mod tests {
     }
 
     async fn refused(uri: &str) -> String {
-        MongoSource::connect(&MongoSettings {
+        MongoStore::connect(&MongoSettings {
             uri: uri.into(),
             database: None,
             collection: "c".into(),

@@ -6,9 +6,12 @@
 //! consume. Shutdown (SIGTERM/SIGINT): stop fetching, let in-flight messages finish and
 //! ack (bounded by `--shutdown-timeout`), flush, exit 0.
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use anyhow::Context;
 
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
@@ -19,39 +22,29 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::miss::MissResolver;
 use crate::cache::{sync, ConfigCache};
-use crate::cli::{RunArgs, SourceArgs};
+use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
 use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
-use crate::source::file::FileSource;
-use crate::source::mongo::MongoSource;
-use crate::source::{retry_policy, ChangeFeed, ConfigSource, SourceError};
+use crate::shutdown;
+use crate::store::{self, retry_policy, ChangeFeed, ConfigStore, StoreError};
 use crate::telemetry::Telemetry;
-
-/// The config source the flags select: MongoDB, a file, or the embedded default.
-pub async fn config_source(args: &SourceArgs) -> Result<Arc<dyn ConfigSource>, SourceError> {
-    Ok(match (&args.mongo(), &args.configs) {
-        (Some(settings), _) => Arc::new(MongoSource::connect(settings).await?),
-        (None, Some(path)) => Arc::new(FileSource::new(path)),
-        (None, None) => Arc::new(FileSource::embedded()),
-    })
-}
 
 /// Warms the cache. A database that is not reachable yet (the worker started before
 /// MongoDB, or during a failover) is waited for, with backoff, not ready meanwhile; a file
 /// that cannot be read fails fast, since waiting would not fix it.
 async fn warm(
     cache: &ConfigCache,
-    source: &dyn ConfigSource,
+    source: &dyn ConfigStore,
     wait_for_source: bool,
-) -> Result<ChangeFeed, SourceError> {
+) -> Result<ChangeFeed, StoreError> {
     if !wait_for_source {
         return sync::warm(cache, source).await;
     }
     (|| sync::warm(cache, source))
         .retry(retry_policy())
         .sleep(tokio::time::sleep)
-        .when(|e| matches!(e, SourceError::Unavailable(_)))
+        .when(StoreError::is_unavailable)
         .notify(|e, wait| {
             tracing::warn!(error = %e, retry_in = ?wait, "config source not available; not ready, retrying")
         })
@@ -63,9 +56,30 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for more prefetched messages once fetching has stopped.
 const HAND_BACK_WAIT: Duration = Duration::from_millis(50);
 
+/// `blob-router run`: works until SIGTERM/SIGINT, then exits 0; exits 1 on a failure
+/// that stops the worker (logged with its whole cause chain).
+pub async fn main(args: RunArgs) -> ExitCode {
+    let stop = CancellationToken::new();
+    shutdown::cancel_on_signal(stop.clone());
+    match run(args, stop).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "blob-router failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The worker, until `stop` is cancelled.
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let telemetry = Telemetry::init()?;
-    let source = config_source(&args.source).await?;
+    let source = store::open(&args.source.selection())
+        .await
+        .context("opening the config source")?
+        .config_store();
     if args.source.configs.is_none() && args.source.mongodb_uri.is_none() {
         tracing::warn!("no --configs given: running on the embedded default configs");
     }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::app::config_source;
 use crate::cli::CheckArgs;
 use crate::config::SourceConfig;
-use crate::source::mongo::{Deployment, MongoSource, CONTAINER_FIELD};
-use crate::source::ConfigSource;
+use crate::store::mongo::{Deployment, CONTAINER_FIELD};
+use crate::store::{self, ConfigStore, Store};
+use crate::telemetry::Chain;
 
 /// Exit codes of `check`.
 pub mod exit {
@@ -20,7 +20,8 @@ pub mod exit {
     pub const CONFIG_SOURCE: u8 = 5;
 }
 
-pub async fn check(args: CheckArgs) -> ExitCode {
+/// `blob-router check`: one line per check, exit code of the first that failed.
+pub async fn main(args: CheckArgs) -> ExitCode {
     let mut failed: Option<u8> = None;
 
     if !check_source(&args).await {
@@ -69,15 +70,15 @@ pub async fn check(args: CheckArgs) -> ExitCode {
 /// The config source: reachable, (for MongoDB) a deployment with change streams, and
 /// every document valid. Prints a line per finding; false when any failed.
 async fn check_source(args: &CheckArgs) -> bool {
+    let store = match store::open(&args.source.selection()).await {
+        Ok(store) => store,
+        Err(e) => {
+            println!("FAIL  config source: {}", Chain(&e));
+            return false;
+        }
+    };
     let mut ok = true;
-    if let Some(settings) = args.source.mongo() {
-        let mongo = match MongoSource::connect(&settings).await {
-            Ok(m) => m,
-            Err(e) => {
-                println!("FAIL  config source: {e}");
-                return false;
-            }
-        };
+    if let Store::Mongo(mongo) = &store {
         let shown = mongo.describe();
         match mongo.deployment().await {
             Ok(Deployment::ReplicaSet(name)) => {
@@ -96,7 +97,7 @@ async fn check_source(args: &CheckArgs) -> bool {
                 ok = false;
             }
             Err(e) => {
-                println!("FAIL  {e}");
+                println!("FAIL  {}", Chain(&e));
                 println!("skip  configs (no MongoDB)");
                 return false;
             }
@@ -107,23 +108,16 @@ async fn check_source(args: &CheckArgs) -> bool {
                 "warn  no index on {CONTAINER_FIELD}: forced reads scan the collection. \
                  `blob-router configs import` creates it, or run \
                  db.{}.createIndex({{\"{CONTAINER_FIELD}\": 1}})",
-                settings.collection
+                args.source.collection
             ),
-            Err(e) => println!("warn  could not list indexes: {e}"),
-        }
-        return validate(&mongo, &args.nats.routed_prefix).await && ok;
-    }
-    match config_source(&args.source).await {
-        Ok(source) => validate(&*source, &args.nats.routed_prefix).await,
-        Err(e) => {
-            println!("FAIL  config source: {e}");
-            false
+            Err(e) => println!("warn  could not list indexes: {}", Chain(&e)),
         }
     }
+    validate(&*store.config_store(), &args.nats.routed_prefix).await && ok
 }
 
 /// Loads the snapshot and validates every document.
-async fn validate(source: &dyn ConfigSource, routed_prefix: &str) -> bool {
+async fn validate(source: &dyn ConfigStore, routed_prefix: &str) -> bool {
     match source.snapshot().await {
         Ok(docs) => {
             let refused: Vec<_> = docs
@@ -151,7 +145,7 @@ async fn validate(source: &dyn ConfigSource, routed_prefix: &str) -> bool {
             }
         }
         Err(e) => {
-            println!("FAIL  config source {}: {e}", source.describe());
+            println!("FAIL  config source {}: {}", source.describe(), Chain(&e));
             false
         }
     }

@@ -17,7 +17,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{landing_container, Change, ChangeFeed, ConfigSource, SourceError};
+use super::{landing_container, Change, ChangeFeed, ConfigStore, StoreError};
 use crate::config::doc_id;
 
 /// The configs the worker runs with when neither `--configs` nor a database is given.
@@ -41,7 +41,7 @@ enum Origin {
     Embedded(&'static str),
 }
 
-pub struct FileSource {
+pub struct FileStore {
     origin: Origin,
     /// What the watcher diffs against; shared with `snapshot`, which also moves it.
     state: Arc<Mutex<State>>,
@@ -49,7 +49,7 @@ pub struct FileSource {
     debounce: Duration,
 }
 
-impl FileSource {
+impl FileStore {
     pub fn new(path: impl AsRef<Path>) -> Self {
         let path = path.as_ref();
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -69,12 +69,26 @@ impl FileSource {
         }
     }
 
-    fn read(&self) -> Result<Docs, SourceError> {
+    fn read(&self) -> Result<Docs, StoreError> {
         match &self.origin {
             Origin::Path(p) => read_docs(p),
-            Origin::Embedded(text) => parse_docs(text, Kind::Yaml),
+            Origin::Embedded(text) => parse_docs(text, Kind::Yaml)
+                .map_err(|e| StoreError::invalid("the embedded default configs", e)),
         }
     }
+}
+
+/// Why a config file's text is not a list of documents.
+#[derive(Debug, thiserror::Error)]
+enum ParseError {
+    #[error("not valid JSON")]
+    Json(#[from] serde_json::Error),
+    #[error("not valid YAML")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("expected a list of config documents, found {0}")]
+    NotAList(&'static str),
+    #[error("duplicate _id `{id}` (entry {entry})")]
+    DuplicateId { id: String, entry: usize },
 }
 
 #[derive(Clone, Copy)]
@@ -83,27 +97,26 @@ enum Kind {
     Yaml,
 }
 
-fn read_docs(path: &Path) -> Result<Docs, SourceError> {
+fn read_docs(path: &Path) -> Result<Docs, StoreError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| SourceError::Unavailable(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::unavailable(format!("reading {}", path.display()), e))?;
     parse_path_text(path, &text)
 }
 
-fn parse_path_text(path: &Path, text: &str) -> Result<Docs, SourceError> {
+fn parse_path_text(path: &Path, text: &str) -> Result<Docs, StoreError> {
     let kind = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Kind::Json,
         _ => Kind::Yaml,
     };
-    parse_docs(text, kind)
-        .map_err(|e| SourceError::Invalid(format!("{}: {}", path.display(), inner(&e))))
+    parse_docs(text, kind).map_err(|e| StoreError::invalid(path.display().to_string(), e))
 }
 
 /// Re-reads the file for the watcher: `None` when its bytes did not change, else the
 /// changes since the last good content (which it then becomes).
-fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, SourceError> {
+fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, StoreError> {
     let mut state = state.lock().expect("file state lock");
     let text = std::fs::read_to_string(path)
-        .map_err(|e| SourceError::Unavailable(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::unavailable(format!("reading {}", path.display()), e))?;
     let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
     if state.hash == Some(hash) {
         return Ok(None);
@@ -115,39 +128,26 @@ fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, Sou
     Ok(Some(changes))
 }
 
-fn inner(e: &SourceError) -> &str {
-    match e {
-        SourceError::Unavailable(m) | SourceError::Invalid(m) => m,
-    }
-}
-
 /// Parses a list of documents; a document without `_id` is kept (keyed by position) so
 /// that the cache refuses it visibly instead of it vanishing here.
-fn parse_docs(text: &str, kind: Kind) -> Result<Docs, SourceError> {
+fn parse_docs(text: &str, kind: Kind) -> Result<Docs, ParseError> {
     let value: Value = match kind {
-        Kind::Json => serde_json::from_str(text).map_err(|e| SourceError::Invalid(e.to_string())),
-        Kind::Yaml => {
-            serde_yaml_ng::from_str(text).map_err(|e| SourceError::Invalid(e.to_string()))
-        }
-    }?;
+        Kind::Json => serde_json::from_str(text)?,
+        Kind::Yaml => serde_yaml_ng::from_str(text)?,
+    };
     let list = match value {
         Value::Array(list) => list,
         Value::Null => Vec::new(),
-        other => {
-            return Err(SourceError::Invalid(format!(
-                "expected a list of config documents, found {}",
-                json_kind(&other)
-            )))
-        }
+        other => return Err(ParseError::NotAList(json_kind(&other))),
     };
     let mut docs = Docs::new();
     for (i, doc) in list.into_iter().enumerate() {
         let key = doc_id(&doc).unwrap_or_else(|| format!("#{}", i + 1));
         if docs.insert(key.clone(), doc).is_some() {
-            return Err(SourceError::Invalid(format!(
-                "duplicate _id `{key}` (entry {})",
-                i + 1
-            )));
+            return Err(ParseError::DuplicateId {
+                id: key,
+                entry: i + 1,
+            });
         }
     }
     Ok(docs)
@@ -181,8 +181,8 @@ fn diff(old: &Docs, new: &Docs) -> Vec<Change> {
 }
 
 #[async_trait]
-impl ConfigSource for FileSource {
-    async fn watch(&self) -> Result<ChangeFeed, SourceError> {
+impl ConfigStore for FileStore {
+    async fn watch(&self) -> Result<ChangeFeed, StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let path = match &self.origin {
             Origin::Embedded(_) => {
@@ -209,10 +209,10 @@ impl ConfigSource for FileSource {
         let mut watcher = notify::recommended_watcher(move |res| {
             let _ = fs_tx.send(res);
         })
-        .map_err(|e| SourceError::Unavailable(format!("watching {}: {e}", dir.display())))?;
+        .map_err(|e| StoreError::unavailable(format!("watching {}", dir.display()), e))?;
         watcher
             .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| SourceError::Unavailable(format!("watching {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("watching {}", dir.display()), e))?;
 
         // The watcher's base is the file as it is now that the OS watch is in place: any
         // later edit produces an event and is diffed against it.
@@ -274,16 +274,16 @@ impl ConfigSource for FileSource {
         Ok(rx)
     }
 
-    async fn snapshot(&self) -> Result<Vec<Value>, SourceError> {
+    async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         match &self.origin {
-            Origin::Embedded(text) => Ok(parse_docs(text, Kind::Yaml)?.into_values().collect()),
+            Origin::Embedded(_) => Ok(self.read()?.into_values().collect()),
             // Only reads: the watcher's base moves with the watcher alone, so a resync
             // can never make it skip an edit it has not sent yet.
             Origin::Path(path) => Ok(read_docs(path)?.into_values().collect()),
         }
     }
 
-    async fn read_container(&self, container: &str) -> Result<Vec<Value>, SourceError> {
+    async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {
         // The file as it is now; if it is broken, the last good content stands in.
         let docs = match self.read() {
             Ok(docs) => docs,
@@ -414,7 +414,7 @@ mod tests {
         symlink("v1", d.join("..data")).unwrap();
         symlink("..data/c.yaml", d.join("c.yaml")).unwrap();
 
-        let source = FileSource::new(d.join("c.yaml"));
+        let source = FileStore::new(d.join("c.yaml"));
         let mut feed = source.watch().await.unwrap();
         source.snapshot().await.unwrap();
         // Reading the file (as snapshots and forced reads do) must not look like an edit.

@@ -58,7 +58,7 @@ use tokio::sync::mpsc;
 
 use super::{operation_time, to_json, Shared};
 use crate::config::doc_id;
-use crate::source::{retry_policy, Change};
+use crate::store::{retry_policy, Change};
 
 /// Server error codes after which the stream cannot be resumed where it was.
 pub mod codes {
