@@ -10,6 +10,7 @@ use serde_json::json;
 use blob_router::cache::Index;
 use blob_router::config::SourceConfig;
 use blob_router::event;
+use blob_router::output::Envelope;
 use blob_router::router;
 
 /// 100 containers x 10 configs, patterns like production ones; the fixture's container
@@ -66,7 +67,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .unwrap();
             let m = router::decide(&record.event, &index).unwrap();
-            serde_json::to_vec(&m.envelope(&record.event, &record.raw)).unwrap()
+            Envelope::new(&m.config, &m.metadata, &record.event, &record.raw).to_bytes()
         })
     });
     g.finish();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -73,7 +74,7 @@ pub async fn serve(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding the HTTP server to {addr}: {e}"))?;
+        .with_context(|| format!("binding the HTTP server to {addr}"))?;
     let bound = listener.local_addr()?;
     let app = router(state);
     let handle = tokio::spawn(async move {

@@ -1,7 +1,40 @@
-//! What became of one event: the dead-letter reasons, and how each turns into a subject,
-//! a header value and a metric label (one place for each, so they never disagree).
+//! The wire contract of everything the worker publishes, in one place: the routed
+//! envelope and its headers, the dead-letter reasons (each one subject suffix, header
+//! value and metric label), the dead-letter headers, how every `Nats-Msg-Id` is derived,
+//! and reading a dead letter back (what `replay` needs).
+//!
+//! De-duplication keys are stable across redeliveries of one input, so a message redone
+//! after a crash or a failed PubAck is stored once: a routed event is
+//! `<event id>:<source id>`, a dead letter `dlq:<input stream>:<input seq>:<body hash>:<record>`.
 
-use crate::event::EventError;
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::config::SourceConfig;
+use crate::event::{BlobEvent, EventError};
+
+/// Header names, on routed messages, dead letters and (`eventType`) inputs.
+pub mod headers {
+    pub const REASON: &str = "Blob-Router-Reason";
+    pub const DETAIL: &str = "Blob-Router-Detail";
+    pub const ORIGINAL_SUBJECT: &str = "Blob-Router-Original-Subject";
+    pub const RECEIVED_AT: &str = "Blob-Router-Received-At";
+    pub const EVENT_ID: &str = "Blob-Router-Event-Id";
+    pub const SOURCE_ID: &str = "Blob-Router-Source-Id";
+    /// On a dead letter whose body had to be cut to fit: the original length.
+    pub const TRUNCATED: &str = "Blob-Router-Truncated";
+    /// Every header the worker adds starts with this.
+    pub const OWN_PREFIX: &str = "Blob-Router-";
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// Input header carrying the event type of GCS Pub/Sub notifications.
+    pub const EVENT_TYPE: &str = "eventType";
+}
 
 /// Why an event was dead-lettered. The string form is the subject suffix, the
 /// `Blob-Router-Reason` header and the metric label.
@@ -55,6 +88,21 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// A reason string that names no [`Reason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dead-letter reason `{0}`")]
+pub struct UnknownReason(pub String);
+
+impl FromStr for Reason {
+    type Err = UnknownReason;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownReason(s.to_owned()))
+    }
+}
+
 impl From<&EventError> for Reason {
     fn from(e: &EventError) -> Self {
         match e {
@@ -64,48 +112,233 @@ impl From<&EventError> for Reason {
     }
 }
 
-/// Header names on dead letters; `replay` needs nothing else.
-pub mod headers {
-    pub const REASON: &str = "Blob-Router-Reason";
-    pub const DETAIL: &str = "Blob-Router-Detail";
-    pub const ORIGINAL_SUBJECT: &str = "Blob-Router-Original-Subject";
-    pub const RECEIVED_AT: &str = "Blob-Router-Received-At";
-    pub const EVENT_ID: &str = "Blob-Router-Event-Id";
-    pub const SOURCE_ID: &str = "Blob-Router-Source-Id";
-    pub const MSG_ID: &str = "Nats-Msg-Id";
-    /// On a dead letter whose body had to be cut to fit: the original length.
-    pub const TRUNCATED: &str = "Blob-Router-Truncated";
-    /// Input header carrying the event type of GCS Pub/Sub notifications.
-    pub const EVENT_TYPE: &str = "eventType";
+/// The routed message body.
+#[derive(Serialize)]
+pub struct Envelope<'a> {
+    pub source_id: &'a str,
+    pub config_version: i64,
+    #[serde(serialize_with = "as_map")]
+    pub metadata: &'a [(String, String)],
+    pub event: &'a BlobEvent,
+    pub raw: &'a RawValue,
+}
+
+fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(fields.iter().map(|(k, v)| (k, v)))
+}
+
+impl<'a> Envelope<'a> {
+    /// The envelope of `event` routed by `config`, with the fields its pattern extracted.
+    pub fn new(
+        config: &'a SourceConfig,
+        metadata: &'a [(String, String)],
+        event: &'a BlobEvent,
+        raw: &'a RawValue,
+    ) -> Self {
+        Envelope {
+            source_id: &config.id,
+            config_version: config.version,
+            metadata,
+            event,
+            raw,
+        }
+    }
+
+    /// The body as published.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("an envelope always serializes"))
+    }
+}
+
+/// Headers of a routed message: `Nats-Msg-Id` `<event id>:<source id>` (one event
+/// routed by one config is stored once, however often it is redone), the source id and
+/// the event id.
+pub fn routed_headers(event: &BlobEvent, config: &SourceConfig) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        headers::MSG_ID,
+        routed_msg_id(&event.id, &config.id).as_str(),
+    );
+    h.insert(headers::SOURCE_ID, config.id.as_str());
+    h.insert(headers::EVENT_ID, header_safe(&event.id).as_str());
+    h
+}
+
+/// `Nats-Msg-Id` of a routed message.
+pub fn routed_msg_id(event_id: &str, source_id: &str) -> String {
+    // Event ids come from producers: never put one in a header unchecked.
+    format!("{}:{source_id}", dedup_id(event_id))
+}
+
+/// Facts about the input message that every dead letter of it refers to.
+#[derive(Debug, Clone, Copy)]
+pub struct InputMessage<'a> {
+    pub subject: &'a str,
+    pub payload: &'a Bytes,
+    /// Input stream and sequence: together with a hash of the payload they name the
+    /// message for de-duplication of its dead letters.
+    pub stream: &'a str,
+    pub stream_seq: u64,
+    pub received_at: SystemTime,
+}
+
+/// `Nats-Msg-Id` of the dead letter of record `idx` of `input`: stable across
+/// redeliveries; distinct for a recreated input stream (sequences restart) or another
+/// deployment sharing the dead-letter stream; and a replayed event that fails again is
+/// a new input, so it gets a new dead letter.
+pub fn dead_letter_msg_id(input: &InputMessage<'_>, idx: usize) -> String {
+    format!(
+        "dlq:{}:{}:{:016x}:{idx}",
+        input.stream,
+        input.stream_seq,
+        xxhash_rust::xxh3::xxh3_64(input.payload)
+    )
+}
+
+/// Headers of a dead letter: everything `replay` needs to put it back.
+pub fn dead_letter_headers(
+    input: &InputMessage<'_>,
+    idx: usize,
+    reason: Reason,
+    detail: &str,
+    event_id: Option<&str>,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(headers::MSG_ID, dead_letter_msg_id(input, idx).as_str());
+    h.insert(headers::REASON, reason.as_str());
+    h.insert(headers::DETAIL, header_safe(detail).as_str());
+    h.insert(headers::ORIGINAL_SUBJECT, input.subject);
+    h.insert(
+        headers::RECEIVED_AT,
+        humantime::format_rfc3339_millis(input.received_at)
+            .to_string()
+            .as_str(),
+    );
+    if let Some(id) = event_id {
+        h.insert(headers::EVENT_ID, header_safe(id).as_str());
+    }
+    h
+}
+
+/// Marks dead-letter headers as belonging to a body cut from `original_len` bytes.
+pub fn mark_truncated(h: &mut HeaderMap, original_len: usize) {
+    h.insert(headers::TRUNCATED, original_len.to_string().as_str());
+}
+
+/// A dead letter read back from the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: Reason,
+    pub detail: String,
+    /// Where the input was published; `replay` puts it back there by default.
+    pub original_subject: String,
+    pub received_at: SystemTime,
+    pub event_id: Option<String>,
+    /// `Some(original length)` when the body was cut to fit: it cannot be replayed whole.
+    pub truncated: Option<usize>,
+    /// The input's bytes, unchanged (unless truncated).
+    pub payload: Bytes,
+    /// Headers that are not the worker's own (`Blob-Router-*`, `Nats-Msg-Id`).
+    pub other_headers: Vec<(String, String)>,
+}
+
+/// Why a message of the dead-letter stream is not a dead letter this worker wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Reason(#[from] UnknownReason),
+    #[error("header {header} is not valid: {value:?}")]
+    Invalid { header: &'static str, value: String },
+}
+
+impl DeadLetter {
+    /// Reads a dead letter from its headers and body.
+    pub fn read(h: Option<&HeaderMap>, payload: Bytes) -> Result<DeadLetter, DeadLetterError> {
+        let get = |name: &'static str| h.and_then(|h| h.get(name)).map(|v| v.as_str());
+        let need = |name: &'static str| get(name).ok_or(DeadLetterError::Missing(name));
+        let received = need(headers::RECEIVED_AT)?;
+        let received_at =
+            humantime::parse_rfc3339(received).map_err(|_| DeadLetterError::Invalid {
+                header: headers::RECEIVED_AT,
+                value: received.to_owned(),
+            })?;
+        let truncated = match get(headers::TRUNCATED) {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| DeadLetterError::Invalid {
+                header: headers::TRUNCATED,
+                value: v.to_owned(),
+            })?),
+        };
+        let other_headers = h
+            .into_iter()
+            .flat_map(|h| h.iter())
+            .filter(|(name, _)| {
+                let name: &str = name.as_ref();
+                !is_own_header(name)
+            })
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.to_string(), v.as_str().to_owned()))
+            })
+            .collect();
+        Ok(DeadLetter {
+            reason: need(headers::REASON)?.parse()?,
+            detail: get(headers::DETAIL).unwrap_or_default().to_owned(),
+            original_subject: need(headers::ORIGINAL_SUBJECT)?.to_owned(),
+            received_at,
+            event_id: get(headers::EVENT_ID).map(str::to_owned),
+            truncated,
+            payload,
+            other_headers,
+        })
+    }
+}
+
+/// Whether a header is one the worker sets (never carried over by a replay).
+pub fn is_own_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(headers::MSG_ID)
+        || name
+            .get(..headers::OWN_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(headers::OWN_PREFIX))
+}
+
+/// Longest event id used as is in `Nats-Msg-Id`.
+const MAX_ID: usize = 200;
+/// Longest `Blob-Router-Detail` header value; details are for humans, not payloads.
+pub const MAX_DETAIL: usize = 512;
+
+/// The event id as a de-duplication key: itself when it is short and printable, else a
+/// hash of it (mangling or truncating could make two events collide).
+fn dedup_id(id: &str) -> Cow<'_, str> {
+    if id.len() <= MAX_ID && !id.chars().any(char::is_control) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(format!(
+            "h-{:032x}",
+            xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+        ))
+    }
+}
+
+/// A header value cannot hold line breaks; keep it short.
+fn header_safe(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > MAX_DETAIL {
+        let mut cut = MAX_DETAIL;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_have_distinct_subjects_and_indexes() {
-        let subjects: std::collections::HashSet<_> =
-            Reason::ALL.iter().map(|r| r.subject("blob.dlq")).collect();
-        assert_eq!(subjects.len(), Reason::ALL.len());
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i);
-        }
-        assert_eq!(
-            Reason::NoMatchingConfig.subject("blob.dlq"),
-            "blob.dlq.no_matching_config"
-        );
-    }
-
-    #[test]
-    fn event_errors_map_to_reasons() {
-        assert_eq!(
-            Reason::from(&EventError::Malformed("x".into())),
-            Reason::MalformedEvent
-        );
-        assert_eq!(
-            Reason::from(&EventError::Unsupported("x".into())),
-            Reason::UnsupportedEventType
-        );
-    }
-}
+mod tests;

@@ -7,9 +7,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::value::RawValue;
-
 use crate::cache::Index;
 use crate::config::SourceConfig;
 use crate::event::BlobEvent;
@@ -38,38 +35,13 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
         })
 }
 
-/// The routed message body.
-#[derive(Serialize)]
-pub struct Envelope<'a> {
-    pub source_id: &'a str,
-    pub config_version: i64,
-    #[serde(serialize_with = "as_map")]
-    pub metadata: &'a [(String, String)],
-    pub event: &'a BlobEvent,
-    pub raw: &'a RawValue,
-}
-
-fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(fields.iter().map(|(k, v)| (k, v)))
-}
-
-impl Match {
-    pub fn envelope<'a>(&'a self, event: &'a BlobEvent, raw: &'a RawValue) -> Envelope<'a> {
-        Envelope {
-            source_id: &self.config.id,
-            config_version: self.config.version,
-            metadata: &self.metadata,
-            event,
-            raw,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::EventFormat;
+    use crate::output::Envelope;
     use serde_json::json;
+    use serde_json::value::RawValue;
 
     fn config(doc: serde_json::Value) -> Arc<SourceConfig> {
         Arc::new(SourceConfig::from_value(&doc, "blob.routed").expect("valid config"))
@@ -168,8 +140,8 @@ mod tests {
         let m = decide(&ev, &index).unwrap();
         assert!(m.metadata.is_empty());
         let raw = RawValue::from_string(r#"{"k":1}"#.into()).unwrap();
-        let body: serde_json::Value =
-            serde_json::from_slice(&serde_json::to_vec(&m.envelope(&ev, &raw)).unwrap()).unwrap();
+        let envelope = Envelope::new(&m.config, &m.metadata, &ev, &raw).to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
         assert_eq!(body["source_id"], "all");
         assert_eq!(body["config_version"], 0);
         assert_eq!(body["metadata"], json!({}));

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use super::ConfigCache;
 use crate::store::{ConfigStore, StoreError};
+use crate::telemetry::Chain;
 
 type SharedRead = Shared<BoxFuture<'static, Result<(), Arc<StoreError>>>>;
 
@@ -81,7 +82,7 @@ impl MissResolver {
         let inflight = self.inflight.clone();
         let permits = self.permits.clone();
         async move {
-            let result = async {
+            let result: Result<(), Arc<StoreError>> = async {
                 let _permit = permits.acquire().await.expect("semaphore never closed");
                 let at = cache.generation(&container);
                 cache.metrics().counters.forced_reads.fetch_add(1, Relaxed);
@@ -93,7 +94,7 @@ impl MissResolver {
             }
             .await;
             if let Err(e) = &result {
-                tracing::warn!(%container, error = %e, "forced read failed");
+                tracing::warn!(%container, error = %Chain(&**e), "forced read failed");
             }
             inflight.lock().expect("inflight lock").remove(&container);
             result

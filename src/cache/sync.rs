@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConfigCache;
 use crate::store::{retry_policy, Change, ChangeFeed, ConfigStore, StoreError};
+use crate::telemetry::Chain;
 
 /// Opens the feed, then loads the snapshot into the cache: the startup order that leaves
 /// no window for a missed change. Returns the feed for [`maintain`].
@@ -110,7 +111,9 @@ async fn reload(cache: &ConfigCache, source: &dyn ConfigStore, resync: bool) {
                 tracing::debug!(drift, resync, "config cache reloaded");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "config reload failed; keeping the cache as it is"),
+        Err(e) => {
+            tracing::warn!(error = %Chain(&e), "config reload failed; keeping the cache as it is")
+        }
     }
 }
 
@@ -123,7 +126,7 @@ async fn reopen(
     let open = (|| source.watch())
         .retry(retry_policy())
         .sleep(tokio::time::sleep)
-        .notify(|e, wait| tracing::warn!(error = %e, retry_in = ?wait, "reopening the change feed failed"));
+        .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, "reopening the change feed failed"));
     let feed = tokio::select! {
         _ = stop.cancelled() => return None,
         feed = open => feed.ok()?,
@@ -152,8 +155,8 @@ async fn reload_until_ok(
         .retry(retry_policy())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| {
-            tracing::warn!(error = %e, retry_in = ?wait, "config reload failed; retrying");
-            cache.set_feed_status(false, Some(format!("reload failed: {e}")));
+            tracing::warn!(error = %Chain(e), retry_in = ?wait, "config reload failed; retrying");
+            cache.set_feed_status(false, Some(format!("reload failed: {}", Chain(e))));
         });
     tokio::select! {
         _ = stop.cancelled() => false,

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde_json::Value;
 
 use crate::cli::{
@@ -153,8 +154,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     match &args.out {
         Some(path) => {
-            std::fs::write(path, text)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "exported {} configs from {shown} to {}",
                 docs.len(),

@@ -28,7 +28,7 @@ use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
 use crate::shutdown;
 use crate::store::{self, retry_policy, ChangeFeed, ConfigStore, StoreError};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Chain, Telemetry};
 
 /// Warms the cache. A database that is not reachable yet (the worker started before
 /// MongoDB, or during a failover) is waited for, with backoff, not ready meanwhile; a file
@@ -46,7 +46,7 @@ async fn warm(
         .sleep(tokio::time::sleep)
         .when(StoreError::is_unavailable)
         .notify(|e, wait| {
-            tracing::warn!(error = %e, retry_in = ?wait, "config source not available; not ready, retrying")
+            tracing::warn!(error = %Chain(e), retry_in = ?wait, "config source not available; not ready, retrying")
         })
         .await
 }
@@ -161,7 +161,7 @@ async fn consume(
         .max_messages_per_batch(concurrency)
         .messages()
         .await
-        .map_err(|e| anyhow::anyhow!("starting to consume: {e}"))?;
+        .context("starting to consume")?;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     loop {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull};
 
 /// Settings of the durable consumer.
@@ -25,7 +26,7 @@ pub async fn durable(
     let stream = js
         .get_stream(&settings.stream)
         .await
-        .map_err(|e| anyhow::anyhow!("input stream {}: {e}", settings.stream))?;
+        .with_context(|| format!("input stream {}", settings.stream))?;
     let consumer = stream
         .get_or_create_consumer(
             &settings.durable,
@@ -38,9 +39,7 @@ pub async fn durable(
             },
         )
         .await
-        .map_err(|e| {
-            anyhow::anyhow!("consumer {} on {}: {e}", settings.durable, settings.stream)
-        })?;
+        .with_context(|| format!("consumer {} on {}", settings.durable, settings.stream))?;
     let cached = consumer.cached_info();
     if cached.config.max_ack_pending != settings.max_ack_pending {
         tracing::warn!(

@@ -7,6 +7,7 @@ pub mod streams;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 
 /// Connects to `url`, retrying with exponential backoff and jitter for up to `patience`.
@@ -41,7 +42,7 @@ pub async fn connect(
     .sleep(tokio::time::sleep)
     .notify(|err, wait| tracing::warn!(url = %shown, error = %err, retry_in = ?wait, "NATS connect failed"))
     .await
-    .map_err(|e| anyhow::anyhow!("connecting to NATS at {shown}: {e}"))?;
+    .with_context(|| format!("connecting to NATS at {shown}"))?;
     tracing::info!(url = %shown, "connected to NATS");
     Ok(client)
 }

@@ -9,19 +9,41 @@
 
 use std::error::Error as _;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, ErrorCode};
+use async_nats::jetstream::context::{GetStreamByNameError, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-/// Why a publish did not get its PubAck.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a publish did not get its PubAck, sorted by what the pipeline does about it.
+/// The client's error is kept as the source.
+#[derive(Debug, thiserror::Error)]
 pub enum PublishFailure {
+    /// No stream captures the subject (the server said so when asked): dead-letter.
     #[error("no stream captures subject {0}")]
     NoStream(String),
-    #[error("rejected by JetStream: {0}")]
-    Rejected(String),
-    #[error("transient publish failure: {0}")]
-    Transient(String),
+    /// The message can never be accepted (too large, sealed stream): dead-letter.
+    #[error("rejected by JetStream")]
+    Rejected(#[source] PublishError),
+    /// Anything that may pass: nak the input and try again later.
+    #[error("transient publish failure: {context}")]
+    Transient {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl PublishFailure {
+    /// A transient failure caused by `source`.
+    pub fn transient(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        PublishFailure::Transient {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -50,7 +72,7 @@ impl Publisher {
             .await
         {
             Ok(pending) => Ok(pending),
-            Err(e) => Err(self.sort(subject, &e).await),
+            Err(e) => Err(self.classify_failure(subject, e).await),
         }
     }
 
@@ -58,7 +80,7 @@ impl Publisher {
     pub async fn confirm(&self, subject: &str, pending: PendingAck) -> Result<(), PublishFailure> {
         match pending.await {
             Ok(_ack) => Ok(()),
-            Err(e) => Err(self.sort(subject, &e).await),
+            Err(e) => Err(self.classify_failure(subject, e).await),
         }
     }
 
@@ -73,31 +95,46 @@ impl Publisher {
         self.confirm(subject, pending).await
     }
 
-    async fn sort(&self, subject: &str, e: &jetstream::context::PublishError) -> PublishFailure {
+    /// Sorts a failed publish into what the pipeline does about it.
+    async fn classify_failure(&self, subject: &str, e: PublishError) -> PublishFailure {
         let code = e
             .source()
             .and_then(|s| s.downcast_ref::<jetstream::Error>())
             .map(|je| je.error_code());
         match classify(e.kind(), code) {
-            Sorted::MaybeNoStream => self.confirm_no_stream(subject).await,
-            Sorted::Rejected => PublishFailure::Rejected(e.to_string()),
-            Sorted::Transient => PublishFailure::Transient(e.to_string()),
+            Sorted::MaybeNoStream => self.confirm_no_stream(subject, e).await,
+            Sorted::Rejected => PublishFailure::Rejected(e),
+            Sorted::Transient => PublishFailure::transient(format!("publishing to {subject}"), e),
         }
     }
 
     /// Asks the server which stream captures `subject`; only a definite "none" counts.
-    async fn confirm_no_stream(&self, subject: &str) -> PublishFailure {
+    async fn confirm_no_stream(&self, subject: &str, e: PublishError) -> PublishFailure {
         use jetstream::context::GetStreamByNameErrorKind as Kind;
         match self.js.stream_by_subject(subject).await {
-            Err(e) if e.kind() == Kind::NotFound => PublishFailure::NoStream(subject.to_string()),
-            Ok(stream) => PublishFailure::Transient(format!(
-                "stream {stream} captures {subject} but did not answer"
-            )),
-            Err(e) => {
-                PublishFailure::Transient(format!("looking up the stream for {subject}: {e}"))
+            Err(lookup) if lookup.kind() == Kind::NotFound => {
+                PublishFailure::NoStream(subject.to_string())
             }
+            Ok(stream) => PublishFailure::transient(
+                format!("stream {stream} captures {subject} but did not answer"),
+                e,
+            ),
+            Err(lookup) => PublishFailure::transient(
+                format!("looking up the stream for {subject}"),
+                LookupFailed { publish: e, lookup },
+            ),
         }
     }
+}
+
+/// A publish that failed as if no stream captured its subject, and a lookup of the
+/// stream that failed too: both are shown.
+#[derive(Debug, thiserror::Error)]
+#[error("{publish}; the stream lookup failed")]
+struct LookupFailed {
+    publish: PublishError,
+    #[source]
+    lookup: GetStreamByNameError,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{landing_container, Change, ChangeFeed, ConfigStore, StoreError};
 use crate::config::doc_id;
+use crate::telemetry::Chain;
 
 /// The configs the worker runs with when neither `--configs` nor a database is given.
 pub const EMBEDDED_CONFIGS: &str = include_str!("../../fixtures/configs.yaml");
@@ -217,7 +218,7 @@ impl ConfigStore for FileStore {
         // The watcher's base is the file as it is now that the OS watch is in place: any
         // later edit produces an event and is diffed against it.
         if let Err(e) = refresh(&path, &self.state) {
-            tracing::debug!(error = %e, "config file unreadable when the watch opened");
+            tracing::debug!(error = %Chain(&e), "config file unreadable when the watch opened");
         }
         let state = self.state.clone();
         let debounce = self.debounce;
@@ -255,7 +256,7 @@ impl ConfigStore for FileStore {
                         changes
                     }
                     Err(e) => {
-                        let msg = e.to_string();
+                        let msg = Chain(&e).to_string();
                         tracing::error!(error = %msg, "config file is broken; keeping the last good configs");
                         reported_error = Some(msg.clone());
                         vec![Change::Status {

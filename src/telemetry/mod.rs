@@ -6,6 +6,7 @@ pub mod metrics;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use tracing_subscriber::EnvFilter;
@@ -38,8 +39,8 @@ impl std::fmt::Display for Chain<'_> {
 
 /// Installs the global log subscriber. Safe to call once per process.
 pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("invalid --log-level `{filter}`: {e}"))?;
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("invalid --log-level `{filter}`"))?;
     // Colour only for a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -54,7 +55,7 @@ pub fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
             .with_current_span(false)
             .try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+    result.map_err(|e| anyhow::anyhow!(e).context("installing the log subscriber"))
 }
 
 /// The metrics pipeline: keep it alive for the life of the process and call
@@ -78,7 +79,7 @@ impl Telemetry {
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
                 .build()
-                .map_err(|e| anyhow::anyhow!("OTLP metric exporter: {e}"))?;
+                .context("building the OTLP metric exporter")?;
             builder = builder.with_periodic_exporter(exporter);
             tracing::info!("exporting metrics over OTLP");
         }

@@ -370,8 +370,9 @@ mod tests {
         assert_eq!(s.describe(), "mongodb://127.0.0.1:27017/other.c");
     }
 
+    /// The error as an operator sees it: with its whole cause chain.
     async fn refused(uri: &str) -> String {
-        MongoStore::connect(&MongoSettings {
+        let e = MongoStore::connect(&MongoSettings {
             uri: uri.into(),
             database: None,
             collection: "c".into(),
@@ -379,8 +380,8 @@ mod tests {
         })
         .await
         .err()
-        .expect("refused")
-        .to_string()
+        .expect("refused");
+        crate::telemetry::Chain(&e).to_string()
     }
 
     #[tokio::test]

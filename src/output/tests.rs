@@ -1,0 +1,146 @@
+//! The output contract: reasons, ids, header values, and dead letters read back.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+
+#[test]
+fn reasons_have_distinct_subjects_and_indexes_and_parse_back() {
+    let subjects: std::collections::HashSet<_> =
+        Reason::ALL.iter().map(|r| r.subject("blob.dlq")).collect();
+    assert_eq!(subjects.len(), Reason::ALL.len());
+    for (i, r) in Reason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i);
+        assert_eq!(r.as_str().parse::<Reason>(), Ok(*r));
+    }
+    assert_eq!(
+        Reason::NoMatchingConfig.subject("blob.dlq"),
+        "blob.dlq.no_matching_config"
+    );
+    assert_eq!("nope".parse::<Reason>(), Err(UnknownReason("nope".into())));
+}
+
+#[test]
+fn event_errors_map_to_reasons() {
+    assert_eq!(
+        Reason::from(&EventError::Malformed("x".into())),
+        Reason::MalformedEvent
+    );
+    assert_eq!(
+        Reason::from(&EventError::Unsupported("x".into())),
+        Reason::UnsupportedEventType
+    );
+}
+
+#[test]
+fn dedup_ids_are_safe_and_never_collide_by_mangling() {
+    assert_eq!(dedup_id("abc-123"), "abc-123");
+    let a = dedup_id("evil\r\nid");
+    let b = dedup_id("evil  id");
+    assert!(!a.contains('\n') && a != b);
+    let long1 = "x".repeat(300) + "1";
+    let long2 = "x".repeat(300) + "2";
+    assert_ne!(dedup_id(&long1), dedup_id(&long2));
+    assert!(dedup_id(&long1).len() < 64);
+    assert_eq!(routed_msg_id("abc-123", "qc"), "abc-123:qc");
+}
+
+#[test]
+fn header_values_lose_line_breaks_and_are_bounded() {
+    assert_eq!(header_safe("a\r\nb"), "a  b");
+    let long = "é".repeat(1000);
+    let safe = header_safe(&long);
+    assert!(safe.len() <= MAX_DETAIL + '…'.len_utf8());
+    assert!(safe.ends_with('…'));
+}
+
+fn input(payload: &Bytes) -> InputMessage<'_> {
+    InputMessage {
+        subject: "blob.events.eventgrid",
+        payload,
+        stream: "BLOB_EVENTS",
+        stream_seq: 42,
+        received_at: UNIX_EPOCH + Duration::from_millis(1_795_168_800_123),
+    }
+}
+
+#[test]
+fn dead_letter_ids_are_stable_and_name_the_record() {
+    let body = Bytes::from_static(b"{}");
+    let id = dead_letter_msg_id(&input(&body), 1);
+    assert!(id.starts_with("dlq:BLOB_EVENTS:42:"), "{id}");
+    assert!(id.ends_with(":1"), "{id}");
+    assert_eq!(id, dead_letter_msg_id(&input(&body), 1));
+    assert_ne!(id, dead_letter_msg_id(&input(&body), 0));
+    let other = Bytes::from_static(b"[]");
+    assert_ne!(id, dead_letter_msg_id(&input(&other), 1));
+}
+
+#[test]
+fn a_dead_letter_reads_back_as_written() {
+    let body = Bytes::from_static(b"not json");
+    let mut h = dead_letter_headers(
+        &input(&body),
+        0,
+        Reason::MalformedEvent,
+        "expected value\nat line 1",
+        Some("ev-1"),
+    );
+    h.insert(headers::EVENT_TYPE, "OBJECT_FINALIZE");
+    let dl = DeadLetter::read(Some(&h), body.clone()).unwrap();
+    assert_eq!(dl.reason, Reason::MalformedEvent);
+    assert_eq!(dl.detail, "expected value at line 1");
+    assert_eq!(dl.original_subject, "blob.events.eventgrid");
+    assert_eq!(
+        dl.received_at,
+        UNIX_EPOCH + Duration::from_millis(1_795_168_800_123)
+    );
+    assert_eq!(dl.event_id.as_deref(), Some("ev-1"));
+    assert_eq!(dl.truncated, None);
+    assert_eq!(dl.payload, body);
+    assert_eq!(
+        dl.other_headers,
+        vec![("eventType".to_string(), "OBJECT_FINALIZE".to_string())]
+    );
+
+    mark_truncated(&mut h, 2_000_000);
+    assert_eq!(
+        DeadLetter::read(Some(&h), body.clone()).unwrap().truncated,
+        Some(2_000_000)
+    );
+}
+
+#[test]
+fn what_is_not_a_dead_letter_is_refused_with_the_reason() {
+    let body = Bytes::from_static(b"x");
+    assert_eq!(
+        DeadLetter::read(None, body.clone()).unwrap_err(),
+        DeadLetterError::Missing(headers::RECEIVED_AT)
+    );
+    let mut h = dead_letter_headers(&input(&body), 0, Reason::PublishRejected, "", None);
+    h.insert(headers::REASON, "gone_fishing");
+    assert_eq!(
+        DeadLetter::read(Some(&h), body.clone()).unwrap_err(),
+        DeadLetterError::Reason(UnknownReason("gone_fishing".into()))
+    );
+    h.insert(headers::RECEIVED_AT, "yesterday");
+    assert!(matches!(
+        DeadLetter::read(Some(&h), body).unwrap_err(),
+        DeadLetterError::Invalid { .. }
+    ));
+}
+
+#[test]
+fn own_headers_are_recognised_in_any_case() {
+    for own in [
+        "Nats-Msg-Id",
+        "nats-msg-id",
+        "Blob-Router-Reason",
+        "blob-router-x",
+    ] {
+        assert!(is_own_header(own), "{own}");
+    }
+    for other in ["eventType", "Blob-Routed", "ce-type", ""] {
+        assert!(!is_own_header(other), "{other}");
+    }
+}
