@@ -21,6 +21,7 @@ use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Reason};
 use crate::router::{self, Match};
 use crate::store::StoreError;
+use crate::telemetry::events::{InternalEvent, MessageRetried};
 use crate::telemetry::Chain;
 
 pub struct Pipeline {
@@ -102,8 +103,14 @@ impl Pipeline {
                         event_id: Some(record.event.id.clone()),
                     }),
                     Err(e) => {
-                        tracing::warn!(error = %Chain(&*e), seq = stream_seq, "config source unavailable on a miss; retrying the message later");
-                        self.retry(&msg, delivered).await;
+                        MessageRetried {
+                            seq: stream_seq,
+                            delivered,
+                            why: "config source unavailable on a miss",
+                            error: &*e,
+                        }
+                        .emit(self.cache.metrics());
+                        self.nak(&msg, delivered).await;
                         return;
                     }
                 },
@@ -127,8 +134,14 @@ impl Pipeline {
                     .record_latency(started.elapsed().as_secs_f64());
             }
             Err(e) => {
-                tracing::warn!(error = %Chain(&e), seq = stream_seq, delivered, "publish failed; retrying the message later");
-                self.retry(&msg, delivered).await;
+                MessageRetried {
+                    seq: stream_seq,
+                    delivered,
+                    why: "publish failed",
+                    error: &e,
+                }
+                .emit(self.cache.metrics());
+                self.nak(&msg, delivered).await;
             }
         }
     }
@@ -145,12 +158,8 @@ impl Pipeline {
         Ok(router::decide(event, &self.cache.load()))
     }
 
-    async fn retry(&self, msg: &Message, delivered: i64) {
-        self.cache
-            .metrics()
-            .counters
-            .messages_retried
-            .fetch_add(1, Relaxed);
+    /// Hands the message back for redelivery after a growing delay.
+    async fn nak(&self, msg: &Message, delivered: i64) {
         if let Err(e) = msg
             .ack_with(AckKind::Nak(Some(retry_delay(delivered))))
             .await

@@ -9,7 +9,6 @@
 //! how many containers are read at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -17,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::ConfigCache;
 use crate::store::{ConfigStore, StoreError};
+use crate::telemetry::events::{ForcedRead, InternalEvent, NegativeHit};
 use crate::telemetry::Chain;
 
 type SharedRead = Shared<BoxFuture<'static, Result<(), Arc<StoreError>>>>;
@@ -55,11 +55,7 @@ impl MissResolver {
     /// Settles a miss on `container`. After `Ok`, the cache holds the source's answer.
     pub async fn resolve(&self, container: &str) -> Result<Resolution, Arc<StoreError>> {
         if self.cache.is_negative(container) {
-            self.cache
-                .metrics()
-                .counters
-                .negative_hits
-                .fetch_add(1, Relaxed);
+            NegativeHit.emit(self.cache.metrics());
             return Ok(Resolution::Remembered);
         }
         let read = {
@@ -85,11 +81,15 @@ impl MissResolver {
             let result: Result<(), Arc<StoreError>> = async {
                 let _permit = permits.acquire().await.expect("semaphore never closed");
                 let at = cache.generation(&container);
-                cache.metrics().counters.forced_reads.fetch_add(1, Relaxed);
                 let docs = source.read_container(&container).await.map_err(Arc::new)?;
                 let found = docs.len();
                 let merged = cache.merge_container(&container, docs, at);
-                tracing::debug!(%container, found, merged, "forced read");
+                ForcedRead {
+                    container: &container,
+                    found,
+                    merged,
+                }
+                .emit(cache.metrics());
                 Ok(())
             }
             .await;

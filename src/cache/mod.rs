@@ -19,7 +19,6 @@ pub mod miss;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -31,6 +30,9 @@ pub use index::Index;
 
 use crate::config::{doc_id, parse_doc, ConfigError, SourceConfig};
 use crate::store::{landing_container, Change};
+use crate::telemetry::events::{
+    CacheChanged, CacheReloaded, ConfigRefused, FeedRestarted, FeedStatusChanged, InternalEvent,
+};
 use crate::telemetry::metrics::Metrics;
 
 /// Where a container stood when a forced read of it began.
@@ -50,6 +52,11 @@ struct State {
     last_change_at: Option<SystemTime>,
     last_full_load: Option<SystemTime>,
     source_error: Option<String>,
+    /// Whether the change feed is healthy: while it is not, changes may be missed, so
+    /// negative answers are not trusted and the resync runs more often.
+    feed_active: bool,
+    /// Times the feed was resumed or restarted since the process started.
+    feed_restarts: u64,
 }
 
 impl State {
@@ -128,21 +135,24 @@ impl ConfigCache {
         match change {
             Change::Upsert(doc) => self.upsert(&doc),
             Change::Delete(id) => self.delete(&id),
-            Change::Reload => {
-                self.metrics
-                    .counters
-                    .change_stream_restarts
-                    .fetch_add(1, Relaxed);
-            }
+            Change::Reload => self.feed_restarted("reloaded"),
             Change::Resumed => {
-                self.metrics
-                    .counters
-                    .change_stream_restarts
-                    .fetch_add(1, Relaxed);
+                self.feed_restarted("resumed");
                 self.set_feed_status(true, None);
             }
             Change::Status { active, error } => self.set_feed_status(active, error),
         }
+    }
+
+    /// Counts a resume, reopen or reload of the change feed.
+    pub fn feed_restarted(&self, how: &'static str) {
+        self.state.lock().expect("cache state lock").feed_restarts += 1;
+        FeedRestarted { how }.emit(&self.metrics);
+    }
+
+    /// Whether the change feed is healthy (changes are being followed).
+    pub fn feed_active(&self) -> bool {
+        self.state.lock().expect("cache state lock").feed_active
     }
 
     /// Inserts or replaces one config from its full document.
@@ -183,8 +193,7 @@ impl ConfigCache {
                 tracing::debug!(id = %config.id, version = config.version, container = %config.container, "config applied");
             }
             Err(err) => {
-                self.metrics.counters.configs_refused.fetch_add(1, Relaxed);
-                tracing::warn!(error = %err, "config refused");
+                ConfigRefused { error: &err }.emit(&self.metrics);
                 if let Some(old) = id.as_deref().and_then(|id| state.configs.remove(id)) {
                     touched.push(old.container.clone());
                 }
@@ -200,11 +209,9 @@ impl ConfigCache {
     /// Removes one config (and any refusal recorded for it).
     pub fn delete(&self, id: &str) {
         let mut state = self.state.lock().expect("cache state lock");
-        let refused = state.refused.remove(id).is_some();
-        match state.configs.remove(id) {
-            Some(old) => self.changed(&mut state, vec![old.container.clone()]),
-            None if refused => self.publish_health(&state),
-            None => {}
+        state.refused.remove(id);
+        if let Some(old) = state.configs.remove(id) {
+            self.changed(&mut state, vec![old.container.clone()]);
         }
     }
 
@@ -237,8 +244,7 @@ impl ConfigCache {
                         .get(id.as_deref().unwrap_or("<no _id>"))
                         .is_some_and(|e| *e == err)
                     {
-                        self.metrics.counters.configs_refused.fetch_add(1, Relaxed);
-                        tracing::warn!(error = %err, "config refused");
+                        ConfigRefused { error: &err }.emit(&self.metrics);
                     }
                     refused.insert(id.unwrap_or_else(|| "<no _id>".to_string()), err);
                 }
@@ -267,15 +273,14 @@ impl ConfigCache {
         if drift > 0 {
             state.last_change_at = Some(now);
         }
-        self.metrics.counters.mark_full_load();
-        self.metrics
-            .counters
-            .cache_invalidations
-            .fetch_add(1, Relaxed);
         self.negative.store(Arc::new(HashSet::new()));
         self.index
             .store(Arc::new(Index::build(state.configs.values())));
-        self.publish_health(&state);
+        CacheReloaded {
+            configs: state.configs.len(),
+            changed: drift,
+        }
+        .emit(&self.metrics);
         drift
     }
 
@@ -314,7 +319,7 @@ impl ConfigCache {
             self.changed(&mut state, touched);
         }
         // Nothing newer can slip in between: we still hold the state lock.
-        if self.metrics.counters.change_stream_active.load(Relaxed) {
+        if state.feed_active {
             self.update_negative(|n| {
                 n.insert(container.to_string());
             });
@@ -330,21 +335,16 @@ impl ConfigCache {
     /// Records the feed's health; negative answers are trusted only while it is active.
     pub fn set_feed_status(&self, active: bool, error: Option<String>) {
         let mut state = self.state.lock().expect("cache state lock");
-        let was = self
-            .metrics
-            .counters
-            .change_stream_active
-            .swap(active, Relaxed);
+        let was = std::mem::replace(&mut state.feed_active, active);
         if !active {
             self.negative.store(Arc::new(HashSet::new()));
-            if was {
-                tracing::warn!(
-                    error = error.as_deref().unwrap_or(""),
-                    "config change feed inactive"
-                );
+        }
+        if was != active {
+            FeedStatusChanged {
+                active,
+                error: error.as_deref(),
             }
-        } else if !was {
-            tracing::info!("config change feed active");
+            .emit(&self.metrics);
         }
         state.source_error = error;
     }
@@ -354,9 +354,12 @@ impl ConfigCache {
         CacheHealth {
             cache_size: state.configs.len(),
             containers: self.index.load().container_count(),
-            cache_age_seconds: self.metrics.counters.cache_age_seconds(),
-            change_stream_active: self.metrics.counters.change_stream_active.load(Relaxed),
-            change_stream_restarts: self.metrics.counters.change_stream_restarts.load(Relaxed),
+            cache_age_seconds: state
+                .last_full_load
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+            change_stream_active: state.feed_active,
+            change_stream_restarts: state.feed_restarts,
             last_change_at: state
                 .last_change_at
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
@@ -385,11 +388,11 @@ impl ConfigCache {
             }
         });
         state.last_change_at = Some(SystemTime::now());
-        self.metrics
-            .counters
-            .cache_invalidations
-            .fetch_add(1, Relaxed);
-        self.publish_health(state);
+        CacheChanged {
+            configs: state.configs.len(),
+            containers: containers.len(),
+        }
+        .emit(&self.metrics);
     }
 
     /// Copy-on-write update of the remembered answers; callers hold the state lock.
@@ -397,13 +400,6 @@ impl ConfigCache {
         let mut next = (**self.negative.load()).clone();
         f(&mut next);
         self.negative.store(Arc::new(next));
-    }
-
-    fn publish_health(&self, state: &State) {
-        self.metrics
-            .counters
-            .cache_size
-            .store(state.configs.len() as u64, Relaxed);
     }
 }
 

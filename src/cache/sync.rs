@@ -6,7 +6,6 @@
 //! the feed's channel and are applied after the snapshot, so a resync can never undo a
 //! newer change.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConfigCache;
 use crate::store::{retry_policy, Change, ChangeFeed, ConfigStore, StoreError};
+use crate::telemetry::events::{DriftFound, InternalEvent};
 use crate::telemetry::Chain;
 
 /// Opens the feed, then loads the snapshot into the cache: the startup order that leaves
@@ -55,11 +55,10 @@ pub async fn maintain(
     ttl: Duration,
     stop: CancellationToken,
 ) {
-    let counters = cache.metrics().counters.clone();
     // The resync runs on its own clock: a steady trickle of changes must not postpone it.
     let mut last_resync = tokio::time::Instant::now();
     loop {
-        let active = counters.change_stream_active.load(Relaxed);
+        let active = cache.feed_active();
         let period = if active {
             ttl
         } else {
@@ -97,18 +96,8 @@ async fn reload(cache: &ConfigCache, source: &dyn ConfigStore, resync: bool) {
     match source.snapshot().await {
         Ok(docs) => {
             let drift = cache.reset(docs);
-            if resync && drift > 0 {
-                cache
-                    .metrics()
-                    .counters
-                    .drift
-                    .fetch_add(drift as u64, Relaxed);
-                tracing::warn!(
-                    drift,
-                    "TTL resync found configs the change feed had not delivered"
-                );
-            } else {
-                tracing::debug!(drift, resync, "config cache reloaded");
+            if resync {
+                DriftFound { drift }.emit(cache.metrics());
             }
         }
         Err(e) => {
@@ -131,11 +120,7 @@ async fn reopen(
         _ = stop.cancelled() => return None,
         feed = open => feed.ok()?,
     };
-    cache
-        .metrics()
-        .counters
-        .change_stream_restarts
-        .fetch_add(1, Relaxed);
+    cache.feed_restarted("reopened");
     if !reload_until_ok(cache, source, stop).await {
         return None;
     }
@@ -173,7 +158,7 @@ async fn reload_until_ok(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
     use std::sync::Mutex;
 
     use async_trait::async_trait;

@@ -2,6 +2,7 @@
 //! metrics through OpenTelemetry, read by the Prometheus registry behind `/metrics` and,
 //! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, exported over OTLP/HTTP as well.
 
+pub mod events;
 pub mod metrics;
 
 use std::sync::Arc;
