@@ -1,0 +1,170 @@
+//! What Azure Event Grid's two schemas share: the blob-created event type, the `data`
+//! object, the `subject` naming container and blob, and the account named in the
+//! resource id (`topic` in the Event Grid schema, `source` in CloudEvents). The schema
+//! files (`eventgrid.rs`, `cloudevents.rs`) read their envelope and hand an
+//! [`AzureEvent`] to [`azure_blob_event`].
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::{
+    malformed, object, opt_string, opt_u64, req_str, unsupported, BlobEvent, EventError,
+    EventFormat, Raw,
+};
+
+/// The `data` of an Azure Storage blob event (Event Grid and CloudEvents schemas alike).
+#[derive(Deserialize)]
+struct AzureBlobData<'a> {
+    #[serde(rename = "contentLength", borrow)]
+    content_length: Raw<'a>,
+    #[serde(rename = "eTag", borrow)]
+    etag: Raw<'a>,
+    #[serde(rename = "contentType", borrow)]
+    content_type: Raw<'a>,
+}
+
+/// The event type of an Azure blob-created event.
+const AZURE_BLOB_CREATED: &str = "Microsoft.Storage.BlobCreated";
+
+/// Only [`AZURE_BLOB_CREATED`] is a created event, in either Azure schema.
+pub(super) fn require_azure_created(event_type: &str) -> Result<(), EventError> {
+    if event_type != AZURE_BLOB_CREATED {
+        return Err(unsupported(format!(
+            "event type `{event_type}` is not a blob-created event"
+        )));
+    }
+    Ok(())
+}
+
+/// The fields an Azure Storage event carries, in either schema.
+pub(super) struct AzureEvent<'a> {
+    pub(super) format: EventFormat,
+    pub(super) id: &'a str,
+    pub(super) event_type: &'a str,
+    /// `topic` (Event Grid) or `source` (CloudEvents): the storage account's resource id.
+    pub(super) resource: Option<Cow<'a, str>>,
+    pub(super) subject: Raw<'a>,
+    pub(super) time: Raw<'a>,
+    pub(super) time_field: &'static str,
+    pub(super) data: Raw<'a>,
+}
+
+/// Builds the [`BlobEvent`] of an Azure blob-created event whose id and type were checked.
+pub(super) fn azure_blob_event(ev: AzureEvent<'_>) -> Result<BlobEvent, EventError> {
+    let subject = req_str(ev.subject, "subject")?;
+    let (container, path) = parse_azure_subject(&subject)?;
+    let event_time = opt_string(ev.time, ev.time_field)?;
+    let (size, etag, content_type) = match ev.data {
+        None => (None, None, None),
+        Some(raw) => {
+            let data: AzureBlobData = object(raw, "data")?;
+            (
+                opt_u64(data.content_length, "data.contentLength")?,
+                opt_string(data.etag, "data.eTag")?,
+                opt_string(data.content_type, "data.contentType")?,
+            )
+        }
+    };
+    Ok(BlobEvent {
+        id: ev.id.to_owned(),
+        format: ev.format,
+        event_type: ev.event_type.to_owned(),
+        account: ev
+            .resource
+            .as_deref()
+            .and_then(azure_account)
+            .map(str::to_owned),
+        container: container.to_owned(),
+        path: path.to_owned(),
+        size,
+        etag,
+        content_type,
+        event_time,
+    })
+}
+
+/// Splits `/blobServices/default/containers/<container>/blobs/<path>`; the path may contain
+/// `/`. Both parts must be non-empty.
+fn parse_azure_subject(subject: &str) -> Result<(&str, &str), EventError> {
+    const PREFIX: &str = "/blobServices/default/containers/";
+    let bad = || {
+        malformed(format!(
+            "field `subject` is not `{PREFIX}<container>/blobs/<path>`: `{subject}`"
+        ))
+    };
+    let rest = subject.strip_prefix(PREFIX).ok_or_else(bad)?;
+    let (container, rest) = rest.split_once('/').ok_or_else(bad)?;
+    let path = rest.strip_prefix("blobs/").ok_or_else(bad)?;
+    if container.is_empty() {
+        return Err(malformed("field `subject` has an empty container name"));
+    }
+    if path.is_empty() {
+        return Err(malformed("field `subject` has an empty blob path"));
+    }
+    Ok((container, path))
+}
+
+/// The account name in `/subscriptions/…/providers/Microsoft.Storage/storageAccounts/<account>`
+/// (resource ids are case-insensitive). None when the resource id is not a storage account.
+fn azure_account(resource: &str) -> Option<&str> {
+    const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
+    let start = resource
+        .as_bytes()
+        .windows(MARKER.len())
+        .position(|w| w.eq_ignore_ascii_case(MARKER))?
+        + MARKER.len();
+    // MARKER is ASCII, so `start` is a char boundary.
+    let account = resource[start..].split('/').next()?;
+    (!account.is_empty()).then_some(account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_subject_parsing() {
+        assert_eq!(
+            parse_azure_subject("/blobServices/default/containers/c/blobs/a/b/c.json").unwrap(),
+            ("c", "a/b/c.json")
+        );
+        // A path may itself contain `/blobs/`.
+        assert_eq!(
+            parse_azure_subject("/blobServices/default/containers/c/blobs/x/blobs/y").unwrap(),
+            ("c", "x/blobs/y")
+        );
+        for bad in [
+            "",
+            "/blobServices/default/containers/",
+            "/blobServices/default/containers/c",
+            "/blobServices/default/containers/c/blobs/",
+            "/blobServices/default/containers//blobs/p",
+            "/blobServices/default/containers/c/files/p",
+            "/fileServices/default/shares/c/files/p",
+        ] {
+            assert!(parse_azure_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn azure_account_parsing() {
+        assert_eq!(
+            azure_account("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"),
+            Some("acct")
+        );
+        assert_eq!(
+            azure_account("/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageaccounts/acct/blobServices/default"),
+            Some("acct")
+        );
+        assert_eq!(azure_account("/subscriptions/s/resourceGroups/rg"), None);
+        assert_eq!(
+            azure_account("/providers/Microsoft.Storage/storageAccounts/"),
+            None
+        );
+        assert_eq!(
+            azure_account("ünïcödé/providers/Microsoft.Storage/storageAccounts/ä"),
+            Some("ä")
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The file store: parsing, diffs, and the watcher's idle and symlink-swap behaviour.
+
+use super::*;
+use serde_json::json;
+
+#[test]
+fn yaml_and_json_lists_parse_to_the_same_documents() {
+    let yaml = "- _id: a\n  ingestion: {mode: blob_trigger, landing_container: c}\n";
+    let json = r#"[{"_id":"a","ingestion":{"mode":"blob_trigger","landing_container":"c"}}]"#;
+    assert_eq!(
+        parse_docs(yaml, Kind::Yaml).unwrap(),
+        parse_docs(json, Kind::Json).unwrap()
+    );
+}
+
+#[test]
+fn duplicate_ids_and_non_lists_are_refused_with_a_reason() {
+    let err = parse_docs("- {_id: a}\n- {_id: a}\n", Kind::Yaml).unwrap_err();
+    assert!(err.to_string().contains("duplicate _id `a`"), "{err}");
+    let err = parse_docs("{_id: a}", Kind::Yaml).unwrap_err();
+    assert!(err.to_string().contains("expected a list"), "{err}");
+    assert!(parse_docs("[", Kind::Json).is_err());
+}
+
+#[test]
+fn documents_without_id_are_kept_for_the_cache_to_refuse() {
+    let docs = parse_docs("- {enabled: true}\n", Kind::Yaml).unwrap();
+    assert_eq!(docs.keys().collect::<Vec<_>>(), vec!["#1"]);
+}
+
+#[test]
+fn diff_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
+    let old: Docs = [
+        ("a".into(), json!({"_id":"a","v":1})),
+        ("b".into(), json!({"_id":"b"})),
+    ]
+    .into_iter()
+    .collect();
+    let new: Docs = [
+        ("a".into(), json!({"_id":"a","v":2})),
+        ("c".into(), json!({"_id":"c"})),
+    ]
+    .into_iter()
+    .collect();
+    let changes = diff(&old, &new);
+    assert_eq!(
+        changes,
+        vec![
+            Change::Upsert(json!({"_id":"a","v":2})),
+            Change::Upsert(json!({"_id":"c"})),
+            Change::Delete("b".into()),
+        ]
+    );
+    assert!(diff(&new, &new).is_empty());
+}
+
+#[test]
+fn refresh_parses_only_changed_bytes_and_diffs_from_the_last_good_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let state = Mutex::new(State::default());
+    std::fs::write(&path, "- {_id: a}\n").unwrap();
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        Some(vec![Change::Upsert(json!({"_id": "a"}))])
+    );
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        None,
+        "same bytes: nothing to do"
+    );
+    std::fs::write(&path, "- {_id: [broken\n").unwrap();
+    assert!(refresh(&path, &state).is_err());
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        None,
+        "a broken file is reported once"
+    );
+    std::fs::write(&path, "- {_id: b}\n").unwrap();
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        Some(vec![
+            Change::Upsert(json!({"_id": "b"})),
+            Change::Delete("a".into())
+        ]),
+        "diffed against the last good content, not the broken one"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_idle_file_is_quiet_and_a_configmap_style_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    // The layout Kubernetes gives a mounted ConfigMap: the file is a symlink through
+    // `..data`, and an update re-points `..data` atomically.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("v1")).unwrap();
+    std::fs::write(d.join("v1/c.yaml"), "- {_id: a}\n").unwrap();
+    symlink("v1", d.join("..data")).unwrap();
+    symlink("..data/c.yaml", d.join("c.yaml")).unwrap();
+
+    let source = FileStore::new(d.join("c.yaml"));
+    let mut feed = source.watch().await.unwrap();
+    source.snapshot().await.unwrap();
+    // Reading the file (as snapshots and forced reads do) must not look like an edit.
+    source.read_container("c").await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(600), feed.recv()).await;
+    assert!(quiet.is_err(), "unexpected change: {quiet:?}");
+
+    std::fs::create_dir(d.join("v2")).unwrap();
+    std::fs::write(d.join("v2/c.yaml"), "- {_id: b}\n").unwrap();
+    symlink("v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let mut changes = Vec::new();
+    while changes.len() < 2 {
+        let c = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        changes.push(c);
+    }
+    assert_eq!(
+        changes,
+        vec![
+            Change::Upsert(json!({"_id": "b"})),
+            Change::Delete("a".into())
+        ]
+    );
+}
+
+#[test]
+fn embedded_default_parses() {
+    let docs = parse_docs(EMBEDDED_CONFIGS, Kind::Yaml).unwrap();
+    assert!(!docs.is_empty());
+}
