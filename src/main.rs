@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use blob_router::cli::{Cli, Command};
-use blob_router::{commands, telemetry};
+use blob_router::{commands, shutdown, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
+    shutdown::log_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

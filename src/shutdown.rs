@@ -1,27 +1,84 @@
-//! The shutdown signal: SIGTERM or SIGINT cancels one token that every task watches, so
-//! each stops at a safe point (the consumer stops fetching, in-flight messages finish).
+//! The shutdown signal, and what happens to tasks that end badly.
+//!
+//! The first SIGTERM or SIGINT cancels one token that every task watches, so each stops
+//! at a safe point (the consumer stops fetching, in-flight messages finish, bounded by
+//! `--shutdown-timeout`). A second signal means the operator will not wait: the process
+//! exits at once with 130; unacked messages are redelivered by JetStream, so nothing is
+//! lost, only redone.
+//!
+//! A panic anywhere is logged through `tracing` (with where it happened) by the hook
+//! [`log_panics`] installs, and a task that ended in a panic is reported by
+//! [`log_task_end`], never silently dropped.
 
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
+/// Exit code after a second signal (128 + SIGINT, what shells report for Ctrl-C).
+pub const FORCED_EXIT: i32 = 130;
+
+/// Cancels `token` on the first SIGTERM or SIGINT; exits the process on the second.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing the SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = ctrl_c.await;
-            tracing::info!("interrupt received, shutting down");
-        }
+        let name = next_signal().await;
+        tracing::info!(
+            signal = name,
+            "shutting down (a second signal exits at once)"
+        );
         token.cancel();
+        let name = next_signal().await;
+        tracing::warn!(
+            signal = name,
+            "second signal: exiting now; unacked messages will be redelivered"
+        );
+        std::process::exit(FORCED_EXIT);
     });
+}
+
+/// Waits for the next SIGTERM or SIGINT and names it.
+async fn next_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
+/// Routes panic messages through `tracing` (JSON logs included), keeping the default
+/// hook's output too.
+pub fn log_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(non-string panic payload)".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%message, %location, "panic");
+        default(info);
+    }));
+}
+
+/// Reports how a task ended: a panic is logged as an error (the hook has already logged
+/// its message and location), a cancellation at debug level.
+pub fn log_task_end(task: &str, result: Result<(), JoinError>) {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_panic() => tracing::error!(task, "task panicked"),
+        Err(_) => tracing::debug!(task, "task cancelled"),
+    }
 }

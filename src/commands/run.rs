@@ -117,6 +117,22 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             _ = stop.cancelled() => return Ok(()),
         };
         let maintainer = tokio::spawn(sync::maintain(cache.clone(), source.clone(), feed, args.cache_ttl, stop.clone()));
+        let maintainer_abort = maintainer.abort_handle();
+        // The cache must keep following its source: if the maintainer ends before the
+        // stop (a panic), shut down and exit non-zero so the orchestrator restarts us.
+        let maintainer_died = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let ended = maintainer.await;
+                if stop.is_cancelled() {
+                    return false;
+                }
+                shutdown::log_task_end("config cache maintainer", ended);
+                tracing::error!("the config cache no longer follows its source; shutting down");
+                stop.cancel();
+                true
+            })
+        };
 
         let consumer = nats::consumer::durable(&js, &args.consumer()).await?;
         let pipeline = Arc::new(Pipeline {
@@ -129,19 +145,23 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(stream = %args.nats.input_stream, consumer = %args.nats.consumer, "ready; consuming");
         consume(consumer, pipeline, &args, &stop).await?;
         ready.store(false, Relaxed);
-        maintainer.abort();
+        maintainer_abort.abort();
+        let died = maintainer_died.await.unwrap_or(false);
         // Bounded: with NATS away a flush would wait for a reconnection forever.
         match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing NATS at shutdown"),
             Err(_) => tracing::warn!("NATS unreachable at shutdown; not flushed"),
         }
+        if died {
+            anyhow::bail!("the config cache maintainer ended unexpectedly");
+        }
         Ok(())
     }
     .await;
 
     http_stop.cancel();
-    let _ = http_task.await;
+    shutdown::log_task_end("HTTP server", http_task.await);
     telemetry.shutdown();
     result
 }
@@ -188,7 +208,9 @@ async fn consume(
             }
             None => anyhow::bail!("the consumer's message stream ended"),
         }
-        while tasks.try_join_next().is_some() {}
+        while let Some(ended) = tasks.try_join_next() {
+            shutdown::log_task_end("message handler", ended);
+        }
     }
     // Hand back what was prefetched but never started, so another replica can take it
     // now rather than after ack_wait. At most one batch is buffered; asking for more
@@ -209,7 +231,9 @@ async fn consume(
     tracing::info!(handed_back, "returned prefetched messages");
     tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(ended) = tasks.join_next().await {
+            shutdown::log_task_end("message handler", ended);
+        }
     })
     .await;
     if drained.is_err() {

@@ -4,12 +4,12 @@
 //!
 //! # Why no change is ever missed
 //!
-//! 1. **Open first.** [`open`] sends the `aggregate` with the `$changeStream` stage and
+//! 1. **Open first.** `open` sends the `aggregate` with the `$changeStream` stage and
 //!    waits for the server's answer. From that point the server records every change for
 //!    this stream; the answer carries the stream's start point (`postBatchResumeToken`),
 //!    and for servers that give none, the `operationTime` of a `ping` sent just before
 //!    is kept instead (`startAtOperationTime` replays from there).
-//! 2. **Then the snapshot.** Only after [`open`] returns does the app read the snapshot.
+//! 2. **Then the snapshot.** Only after `open` returns does the app read the snapshot.
 //!    A change committed while the snapshot is read is therefore after the stream's start
 //!    point, so the stream delivers it, and the app applies it after the snapshot.
 //! 3. **Then the buffered changes, in order.** Applying a change the snapshot already
@@ -43,7 +43,7 @@
 //! the present (the first empty batch). Those changes were made while it was stopped; the
 //! snapshot that follows already holds their result, and insert and replace events carry
 //! the document as it was *then*, so they are logged and counted, not applied. Only after
-//! that does [`open`] return, and the snapshot is read: the usual order again.
+//! that does `open` return, and the snapshot is read: the usual order again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
