@@ -74,11 +74,32 @@ pub fn log_panics() {
 }
 
 /// Reports how a task ended: a panic is logged as an error (the hook has already logged
-/// its message and location), a cancellation at debug level.
-pub fn log_task_end(task: &str, result: Result<(), JoinError>) {
+/// its message and location), a cancellation at debug level. Returns whether it panicked.
+pub fn log_task_end(task: &str, result: Result<(), JoinError>) -> bool {
     match result {
-        Ok(()) => {}
-        Err(e) if e.is_panic() => tracing::error!(task, "task panicked"),
-        Err(_) => tracing::debug!(task, "task cancelled"),
+        Ok(()) => false,
+        Err(e) if e.is_panic() => {
+            tracing::error!(task, "task panicked");
+            true
+        }
+        Err(_) => {
+            tracing::debug!(task, "task cancelled");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_reported_and_a_cancelled_one_is_not() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await;
+        assert!(log_task_end("t", panicked));
+        let cancelled = tokio::spawn(std::future::pending::<()>());
+        cancelled.abort();
+        assert!(!log_task_end("t", cancelled.await));
+        assert!(!log_task_end("t", tokio::spawn(async {}).await));
     }
 }

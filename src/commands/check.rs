@@ -49,13 +49,13 @@ pub async fn main(args: CheckArgs) -> ExitCode {
                 Ok(created) if created.is_empty() => println!("ok    streams present"),
                 Ok(created) => println!("ok    streams present (created {})", created.join(", ")),
                 Err(e) => {
-                    println!("FAIL  streams: {e}");
+                    println!("FAIL  streams: {}", Chain(&e));
                     fail(exit::STREAMS);
                 }
             }
         }
         Err(e) => {
-            println!("FAIL  NATS: {e}");
+            println!("FAIL  NATS: {e:#}");
             fail(exit::NATS);
             println!("skip  streams (no NATS)");
         }

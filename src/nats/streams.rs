@@ -37,7 +37,7 @@ impl Topology {
 pub enum StreamError {
     #[error("stream {0} does not exist (start with --create-streams to create it)")]
     Missing(String),
-    #[error("stream {name}: {source}")]
+    #[error("stream {name}")]
     Api {
         name: String,
         #[source]

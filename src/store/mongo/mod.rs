@@ -131,7 +131,7 @@ impl MongoStore {
     }
 
     /// The collection, for the `configs` commands.
-    pub fn collection(&self) -> &Collection<Document> {
+    pub(crate) fn collection(&self) -> &Collection<Document> {
         &self.shared.collection
     }
 
