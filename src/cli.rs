@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::nats::consumer::ConsumerSettings;
 use crate::nats::streams::{StreamSpec, Topology};
+use crate::output::Reason;
 use crate::store::mongo::MongoSettings;
 use crate::store::StoreSelection;
 use crate::telemetry::LogFormat;
@@ -34,6 +35,11 @@ pub enum Command {
     Check(CheckArgs),
     /// Import, export, validate or list source configs (MongoDB or a file).
     Configs(ConfigsArgs),
+    /// Put dead letters back on their input subject (after fixing a config), or with
+    /// --dry-run see what they would become.
+    Replay(ReplayArgs),
+    /// Publish synthetic blob-created events and measure what the pipeline sustains.
+    Loadgen(LoadgenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +227,217 @@ pub struct CheckArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+/// How a command prints its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// With --dry-run: evaluate every selected dead letter against the configs of this
+    /// store (--configs or --mongodb-uri), as `run` would now.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Only dead letters with this reason (repeatable, or comma-separated).
+    #[arg(long = "reason", env = "BLOB_ROUTER_REPLAY_REASON", value_delimiter = ',', value_parser = parse_reason)]
+    pub reasons: Vec<Reason>,
+    /// Only dead letters whose event landed in this container.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_CONTAINER")]
+    pub container: Option<String>,
+    /// Only dead letters whose blob path starts with this.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_PATH_PREFIX")]
+    pub path_prefix: Option<String>,
+    /// Only dead letters received at or after this time: RFC 3339, or a duration meaning
+    /// "ago" (`2h`, `30m`).
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_SINCE", value_parser = parse_time)]
+    pub since: Option<SystemTime>,
+    /// Only dead letters received before this time (RFC 3339, or a duration ago).
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_UNTIL", value_parser = parse_time)]
+    pub until: Option<SystemTime>,
+    /// Only the dead letter of this event id.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_EVENT_ID")]
+    pub event_id: Option<String>,
+    /// At most this many dead letters.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_LIMIT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Publish to this subject instead of each dead letter's original subject.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_TO")]
+    pub to: Option<String>,
+    /// Keep replayed dead letters (default: delete each once it is republished).
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_KEEP")]
+    pub keep: bool,
+    /// Change nothing: count the selection by reason and container, show samples and,
+    /// given --configs or --mongodb-uri, what each dead letter would become now.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_DRY_RUN")]
+    pub dry_run: bool,
+    /// With --dry-run: how many dead letters to show in full.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_SAMPLES", default_value_t = 5)]
+    pub samples: usize,
+    /// Republished dead letters awaiting their PubAck at once.
+    #[arg(long, env = "BLOB_ROUTER_REPLAY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Summary format.
+    #[arg(long, env = "BLOB_ROUTER_OUTPUT", value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Events to publish [default: 10000, unless --duration is given].
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_COUNT", conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Publish for this long instead of a fixed count (`30s`, `5m`).
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Events per second, paced on an open-loop schedule; 0 publishes as fast as the
+    /// server accepts.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_RATE", default_value_t = 1000.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Mix of formats by weight.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_FORMATS", default_value = "eventgrid=5,s3=3,cloudevents=1,minio=1,gcs=1", value_parser = parse_mix)]
+    pub formats: FormatMix,
+    /// Containers the events land in (and the generated configs name).
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_CONTAINERS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub containers: u32,
+    /// Share of events for containers no config names (dead-lettered `no_matching_config`).
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_UNMATCHED_RATIO", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub unmatched_ratio: f64,
+    /// Seed for a repeatable run [default: random, printed in the report].
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_SEED")]
+    pub seed: Option<u64>,
+    /// Input subject to publish to.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_LOADGEN_SUBJECT",
+        default_value = "blob.events.loadgen"
+    )]
+    pub subject: String,
+    /// Write the configs matching --containers to this file (YAML, or JSON for `.json`)
+    /// and exit: `run --configs FILE` then routes what loadgen sends.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_CONFIGS_OUT")]
+    pub configs_out: Option<PathBuf>,
+    /// How long to wait for outputs after the last publish before calling events missing.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_SETTLE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub settle: Duration,
+    /// Publishes awaiting their PubAck at once.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_in_flight: u32,
+    /// Also write the report as JSON to this file.
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_REPORT")]
+    pub report: Option<PathBuf>,
+}
+
+/// A synthetic event format of `loadgen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LoadFormat {
+    EventGrid,
+    CloudEvents,
+    S3,
+    Minio,
+    Gcs,
+}
+
+impl LoadFormat {
+    pub const ALL: [LoadFormat; 5] = [
+        LoadFormat::EventGrid,
+        LoadFormat::CloudEvents,
+        LoadFormat::S3,
+        LoadFormat::Minio,
+        LoadFormat::Gcs,
+    ];
+
+    /// The name used in `--formats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadFormat::EventGrid => "eventgrid",
+            LoadFormat::CloudEvents => "cloudevents",
+            LoadFormat::S3 => "s3",
+            LoadFormat::Minio => "minio",
+            LoadFormat::Gcs => "gcs",
+        }
+    }
+}
+
+/// `--formats`: formats with positive weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormatMix(pub Vec<(LoadFormat, u32)>);
+
+fn parse_mix(s: &str) -> Result<FormatMix, String> {
+    let mut mix = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+        let format = LoadFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown format `{name}` (known: {})",
+                    LoadFormat::ALL.map(LoadFormat::name).join(", ")
+                )
+            })?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| format!("weight of `{name}` is not a whole number: `{weight}`"))?;
+        if mix.iter().any(|(f, _)| *f == format) {
+            return Err(format!("`{name}` is given twice"));
+        }
+        if weight > 0 {
+            mix.push((format, weight));
+        }
+    }
+    if mix.is_empty() {
+        return Err("no format has a positive weight".into());
+    }
+    Ok(FormatMix(mix))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate (events per second, 0 or more)"
+        )),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0 and 1")),
+    }
+}
+
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    s.parse::<Reason>().map_err(|e| {
+        format!(
+            "{e} (known: {})",
+            Reason::ALL.map(Reason::as_str).join(", ")
+        )
+    })
+}
+
+/// An RFC 3339 time, or a duration meaning that long ago.
+fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(s) {
+        Ok(ago) => SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("`{s}` ago is before the epoch")),
+        Err(_) => Err(format!(
+            "`{s}` is neither an RFC 3339 time (2026-11-20T10:00:00Z) nor a duration ago (2h)"
+        )),
+    }
 }
 
 // `configs` and its actions.

@@ -36,6 +36,7 @@ pub mod http;
 pub mod nats;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod router;
 pub mod shutdown;
 pub mod store;

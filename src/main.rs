@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::main(args).await,
             Command::Check(args) => commands::check::main(args).await,
             Command::Configs(args) => commands::configs::main(args).await,
+            Command::Replay(args) => commands::replay::main(args).await,
+            Command::Loadgen(args) => commands::loadgen::main(args).await,
         }
     })
 }

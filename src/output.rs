@@ -175,6 +175,9 @@ pub fn routed_msg_id(event_id: &str, source_id: &str) -> String {
 pub struct InputMessage<'a> {
     pub subject: &'a str,
     pub payload: &'a Bytes,
+    /// The input's own headers (e.g. GCS's `eventType`): a dead letter carries them, so
+    /// a replay can put the event back exactly as it came.
+    pub headers: Option<&'a HeaderMap>,
     /// Input stream and sequence: together with a hash of the payload they name the
     /// message for de-duplication of its dead letters.
     pub stream: &'a str,
@@ -195,7 +198,8 @@ pub fn dead_letter_msg_id(input: &InputMessage<'_>, idx: usize) -> String {
     )
 }
 
-/// Headers of a dead letter: everything `replay` needs to put it back.
+/// Headers of a dead letter: everything `replay` needs to put it back. The input's own
+/// headers come along, except those the worker sets itself ([`is_own_header`]).
 pub fn dead_letter_headers(
     input: &InputMessage<'_>,
     idx: usize,
@@ -204,6 +208,14 @@ pub fn dead_letter_headers(
     event_id: Option<&str>,
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
+    for (name, values) in input.headers.into_iter().flat_map(|h| h.iter()) {
+        let text: &str = name.as_ref();
+        if !is_own_header(text) {
+            for v in values {
+                h.append(name.clone(), v.clone());
+            }
+        }
+    }
     h.insert(headers::MSG_ID, dead_letter_msg_id(input, idx).as_str());
     h.insert(headers::REASON, reason.as_str());
     h.insert(headers::DETAIL, header_safe(detail).as_str());

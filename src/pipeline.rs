@@ -74,6 +74,7 @@ impl Pipeline {
         let input = InputMessage {
             subject: msg.subject.as_str(),
             payload: &msg.payload,
+            headers: msg.headers.as_ref(),
             stream,
             stream_seq,
             received_at: SystemTime::now(),

@@ -3,4 +3,6 @@
 
 pub mod check;
 pub mod configs;
+pub mod loadgen;
+pub mod replay;
 pub mod run;

@@ -58,6 +58,7 @@ fn input(payload: &Bytes) -> InputMessage<'_> {
     InputMessage {
         subject: "blob.events.eventgrid",
         payload,
+        headers: None,
         stream: "BLOB_EVENTS",
         stream_seq: 42,
         received_at: UNIX_EPOCH + Duration::from_millis(1_795_168_800_123),
@@ -108,6 +109,27 @@ fn a_dead_letter_reads_back_as_written() {
         DeadLetter::read(Some(&h), body.clone()).unwrap().truncated,
         Some(2_000_000)
     );
+}
+
+#[test]
+fn a_dead_letter_carries_the_inputs_own_headers_but_not_its_msg_id() {
+    let body = Bytes::from_static(b"{}");
+    let mut input_headers = HeaderMap::new();
+    input_headers.insert(headers::EVENT_TYPE, "OBJECT_FINALIZE");
+    input_headers.insert(headers::MSG_ID, "producer-id");
+    input_headers.insert("Blob-Router-Reason", "forged");
+    let input = InputMessage {
+        headers: Some(&input_headers),
+        ..input(&body)
+    };
+    let h = dead_letter_headers(&input, 0, Reason::MalformedEvent, "x", None);
+    let dl = DeadLetter::read(Some(&h), body).unwrap();
+    assert_eq!(dl.reason, Reason::MalformedEvent);
+    assert_eq!(
+        dl.other_headers,
+        vec![("eventType".to_string(), "OBJECT_FINALIZE".to_string())]
+    );
+    assert!(h.get(headers::MSG_ID).unwrap().as_str().starts_with("dlq:"));
 }
 
 #[test]
