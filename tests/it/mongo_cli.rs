@@ -2,16 +2,14 @@
 //! `check` on each kind of deployment, `configs import`, and `run` following the
 //! change stream, taking the forced read on a miss and resuming after an error.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode};
+use crate::support::*;
 use blob_router::store::mongo::from_json;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
-use support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode};
-use support::*;
 use tokio::process::Command;
 
 const NS: (&str, &str) = ("blob_router", "source_configs");
@@ -198,7 +196,7 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     let db = MockDb::start(Mode::ReplicaSet).await;
     let nats = NatsServer::start();
     let uri = db.uri();
-    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]);
+    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]).await;
 
     // Startup: a database that refuses at first is retried, not fatal.
     let agg = db.next("aggregate").await;
@@ -260,19 +258,17 @@ async fn run_routes_from_mongodb_follows_changes_and_resumes_after_an_error() {
     // A stream error: inactive while down, resumed after T2, counted.
     db.fail(&more, 11601, "interrupted", &[]).await;
     let agg = db.next("aggregate").await;
-    let mut down = false;
-    for _ in 0..100 {
-        let (_, health) = worker.get("/health/cache").await.unwrap();
-        if health.contains("\"change_stream_active\":false") {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        down,
-        "the feed is reported inactive while the stream is down"
-    );
+    eventually(
+        "the feed is reported inactive while the stream is down",
+        Duration::from_secs(5),
+        || async {
+            let (_, health) = worker.get("/health/cache").await.unwrap();
+            health
+                .contains("\"change_stream_active\":false")
+                .then_some(())
+        },
+    )
+    .await;
     // While it is down every miss is a forced read again.
     for (n, prefix) in [(4, "fourth-"), (5, "fifth-")] {
         publish(&js, "blob.events.azure", event_with_id(prefix), &[]).await;
@@ -407,15 +403,21 @@ async fn import_prune_with_an_empty_file_is_refused() {
 #[tokio::test]
 async fn credentials_in_the_uri_never_reach_logs_or_output() {
     let nats = NatsServer::start();
-    let port = free_port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let uri = format!("mongodb://app:s3cret-pw@127.0.0.1:{port}/?serverSelectionTimeoutMS=200");
     // The worker waits for the unreachable database, logging each failed attempt.
-    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while worker.logs().matches("config source not available").count() < 2 {
-        assert!(std::time::Instant::now() < deadline, "{}", worker.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let worker = Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri]).await;
+    eventually_or(
+        "two failed attempts logged",
+        Duration::from_secs(15),
+        || async {
+            let attempts = worker.logs().matches("config source not available").count();
+            (attempts >= 2).then_some(())
+        },
+        || worker.logs(),
+    )
+    .await;
     let logs = worker.logs();
     assert!(logs.contains(&format!("127.0.0.1:{port}")), "{logs}");
     assert!(!logs.contains("s3cret"), "{logs}");

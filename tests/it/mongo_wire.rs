@@ -3,12 +3,13 @@
 //! does after each answer. No MongoDB server is involved; `contract_mongodb.rs` runs the
 //! contract against a real one when `MONGODB_URI` is set.
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::contract::cache_ids as ids;
+use crate::support::eventually;
+use crate::support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode, Request};
 use blob_router::cache::{sync, ConfigCache};
 use blob_router::store::mongo::stream::{self, match_stage};
 use blob_router::store::mongo::{MongoSettings, MongoStore};
@@ -16,8 +17,6 @@ use blob_router::store::{ChangeFeed, ConfigStore};
 use blob_router::telemetry::metrics::Metrics;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use serde_json::json;
-use support::contract::cache_ids as ids;
-use support::mockdb::{change_event, first_batch, next_batch, MockDb, Mode, Request};
 use tokio_util::sync::CancellationToken;
 
 const NS: (&str, &str) = ("blob_router", "source_configs");
@@ -129,13 +128,12 @@ impl Rig {
     }
 
     async fn wait(&self, what: &str, cond: impl Fn(&ConfigCache) -> bool) {
-        for _ in 0..200 {
-            if cond(&self.cache) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("cache never reached: {what}");
+        eventually(
+            &format!("the cache reaches: {what}"),
+            Duration::from_secs(5),
+            || std::future::ready(cond(&self.cache).then_some(())),
+        )
+        .await
     }
 
     fn restarts(&self) -> u64 {

@@ -1,10 +1,8 @@
 //! The binary's command line: `check` exit codes and bad flags failing fast.
 
-mod support;
-
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 fn blob_router(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_blob-router"))
@@ -43,8 +41,12 @@ fn check_passes_against_a_reachable_nats_and_valid_configs() {
 
 #[test]
 fn check_names_what_failed_in_its_exit_code() {
-    let port = free_port();
-    let out = blob_router(&["check", "--nats-url", &format!("nats://127.0.0.1:{port}")]);
+    let closed = ClosedPort::new();
+    let out = blob_router(&[
+        "check",
+        "--nats-url",
+        &format!("nats://127.0.0.1:{}", closed.port),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -127,6 +129,7 @@ fn flags_can_come_from_the_environment() {
 fn a_busy_http_port_fails_startup_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
+    // The NATS URL is never dialled: binding the HTTP server comes first, and fails.
     let out = blob_router(&[
         "run",
         "--http-addr",

@@ -2,12 +2,10 @@
 //! a worker killed with SIGKILL mid-burst and restarted, graceful SIGTERM, and readiness
 //! following the NATS connection.
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// `n` distinct inputs: 3 of 5 routable, 1 of 5 malformed, 1 of 5 for an unknown
 /// container. Returns (routed, dead-lettered) expected.
@@ -129,19 +127,16 @@ async fn sigkill_mid_burst_then_restart_loses_and_duplicates_nothing() {
     let (routed, dead) = publish_mixed(&js, 6000).await;
     let mut worker = Worker::start(&nats.url(), &configs.path, &flags).await;
     // Kill it once it is well into the burst.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await;
-        if done >= (routed + dead) / 10 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no progress; logs:\n{}",
-            worker.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_or(
+        "a tenth of the burst done",
+        Duration::from_secs(60),
+        || async {
+            let (r, d) = outputs(&js).await;
+            (r + d >= (routed + dead) / 10).then_some(())
+        },
+        || format!("no progress; logs:\n{}", worker.logs()),
+    )
+    .await;
     worker.sigkill();
     let at_kill = count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await;
     assert!(at_kill < routed + dead, "killed mid-burst, not after it");
@@ -170,12 +165,15 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let js = nats.jetstream().await;
     let (routed, dead) = publish_mixed(&js, 3000).await;
     // Stop it while it is busy.
-    while count(&js, "BLOB_ROUTED").await + count(&js, "BLOB_DLQ").await == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the first outputs", Duration::from_secs(60), || async {
+        let (r, d) = outputs(&js).await;
+        (r + d > 0).then_some(())
+    })
+    .await;
     worker.signal("TERM");
     let status = worker
         .wait_exit(Duration::from_secs(20))
+        .await
         .expect("exits within the shutdown bound");
     assert_eq!(status.code(), Some(0));
     let logs = worker.logs();
@@ -199,13 +197,12 @@ async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outa
     let mut nats = NatsServer::start();
     nats.kill();
     let configs = ConfigFile::fixture();
-    let worker = Worker::spawn(&nats.url(), &configs.path, &[]);
+    let worker = Worker::spawn(&nats.url(), &configs.path, &[]).await;
     // Up but not ready while NATS is unreachable.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while worker.get("/health/live").await.is_none() {
-        assert!(std::time::Instant::now() < deadline, "HTTP never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("HTTP up", Duration::from_secs(20), || async {
+        worker.get("/health/live").await.map(|_| ())
+    })
+    .await;
     assert_eq!(worker.get("/health/live").await.unwrap().0, 200);
     assert_eq!(worker.get("/health/ready").await.unwrap().0, 503);
 
@@ -217,14 +214,12 @@ async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outa
 
     // NATS goes away: not ready; it comes back: ready again, and routing resumes.
     nats.kill();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while worker.get("/health/ready").await.map(|r| r.0) != Some(503) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still ready without NATS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "not ready without NATS",
+        Duration::from_secs(20),
+        || async { (worker.get("/health/ready").await.map(|r| r.0) == Some(503)).then_some(()) },
+    )
+    .await;
     nats.restart();
     worker.wait_ready().await;
     let js = nats.jetstream().await;

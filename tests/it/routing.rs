@@ -2,13 +2,12 @@
 //! dead-letter reason with its headers and the original bytes, and config file edits
 //! taking effect without a restart.
 
-mod support;
-
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const ROUTED: &str = "blob.routed.qc-analyzer";
 
@@ -247,19 +246,19 @@ async fn editing_the_config_file_changes_routing_without_restart() {
             .replace("blob.routed.first", "blob.routed.second"),
     );
     // Poll /health/cache until the edit is applied, then route again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = worker.get("/health/cache").await.unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if v["last_change_at"] != v["last_full_load_at"] && v["cache_size"] == 1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "edit never applied: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = RefCell::new(Value::Null);
+    eventually_or(
+        "edit applied",
+        Duration::from_secs(20),
+        || async {
+            let v = worker.health_cache().await;
+            let applied = v["last_change_at"] != v["last_full_load_at"] && v["cache_size"] == 1;
+            *last.borrow_mut() = v;
+            applied.then_some(())
+        },
+        || format!("edit never applied: {}", last.borrow()),
+    )
+    .await;
     let cloud = fixture("events/cloudevents.json");
     publish(&js, "blob.events.x", cloud, &[]).await;
     wait_outputs(&js, 2, Duration::from_secs(20)).await;
@@ -272,20 +271,19 @@ async fn editing_the_config_file_changes_routing_without_restart() {
 
     // A broken edit keeps the last good configs and is reported.
     configs.replace("- _id: [unclosed\n");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = worker.get("/health/cache").await.unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if v["source_error"].is_string() {
-            assert_eq!(v["cache_size"], 1, "last good configs kept");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "broken file never reported: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = eventually_or(
+        "broken file reported",
+        Duration::from_secs(20),
+        || async {
+            let v = worker.health_cache().await;
+            let reported = v["source_error"].is_string();
+            *last.borrow_mut() = v.clone();
+            reported.then_some(v)
+        },
+        || format!("broken file never reported: {}", last.borrow()),
+    )
+    .await;
+    assert_eq!(v["cache_size"], 1, "last good configs kept");
     publish(&js, "blob.events.x", fixture("events/minio.json"), &[]).await;
     wait_outputs(&js, 3, Duration::from_secs(20)).await;
     assert_eq!(count(&js, "BLOB_ROUTED").await, 3);

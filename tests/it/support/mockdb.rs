@@ -60,7 +60,7 @@ impl MockDb {
     pub async fn start(mode: Mode) -> Self {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/mockupdb_bridge.py"
+            "/tests/it/support/mockupdb_bridge.py"
         );
         let mode = match mode {
             Mode::ReplicaSet => "replicaset",
@@ -112,10 +112,6 @@ impl MockDb {
     /// A URI for the driver (direct connection: the mock is one server).
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The next request named `name`; requests for other commands are held for later.
@@ -172,6 +168,11 @@ impl MockDb {
         self.reply(req, reply).await;
     }
 
+    /// Closes `req`'s connection without an answer (the bridge's `hangup`).
+    #[allow(
+        dead_code,
+        reason = "part of the bridge's protocol; no test hangs up today"
+    )]
     pub async fn hangup(&self, req: &Request) {
         self.send(serde_json::json!({"id": req.id, "hangup": true}))
             .await;

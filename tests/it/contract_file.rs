@@ -1,7 +1,5 @@
 //! The config-source contract, run against the file source.
 
-mod support;
-
-use support::contract::FileHarness;
+use crate::support::contract::{contract_suite, FileHarness};
 
 contract_suite!(FileHarness::new);

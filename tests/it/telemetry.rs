@@ -2,32 +2,23 @@
 //! logs carry no credentials, and metrics are pushed over OTLP/HTTP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn json_logs_are_one_object_per_line_and_hide_credentials() {
     // Nothing listens on this port: the worker logs its connection attempts, then we stop it.
-    let port = free_port();
-    let http = free_port();
+    let closed = ClosedPort::new();
     let mut child = Command::new(env!("CARGO_BIN_EXE_blob-router"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--http-addr",
-            &format!("127.0.0.1:{http}"),
-        ])
+        .args(["--log-format", "json", "run", "--http-addr", "127.0.0.1:0"])
         .args([
             "--nats-url",
-            &format!("nats://alice:hunter2@127.0.0.1:{port}"),
+            &format!("nats://alice:hunter2@127.0.0.1:{}", closed.port),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -71,6 +62,10 @@ fn json_logs_are_one_object_per_line_and_hide_credentials() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
+    assert!(
+        http_addr_in(&format!("{logs}\n")).is_some_and(|a| a.port() != 0),
+        "the bound HTTP address is logged: {logs}"
+    );
     assert!(!logs.contains("hunter2"), "password leaked: {logs}");
     assert!(logs.contains("alice:***@127.0.0.1"), "{logs}");
 }
@@ -106,7 +101,7 @@ fn metrics_are_exported_over_otlp_when_an_endpoint_is_set() {
             "--nats-url",
             &nats.url(),
             "--http-addr",
-            &format!("127.0.0.1:{}", free_port()),
+            "127.0.0.1:0",
         ])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_METRIC_EXPORT_INTERVAL", "300")
