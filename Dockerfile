@@ -1,7 +1,7 @@
 # The blob-router image. `docker compose up --build` builds it (see docker-compose.yaml);
 # by hand: docker build -t blob-router:local .
 #
-# tests/compose.rs reads this file (there is no Docker engine in CI): keep the build
+# tests/it/compose.rs reads this file (there is no Docker engine in CI): keep the build
 # stage's Rust version equal to Cargo.toml's `rust-version`, the runtime stage's
 # ENTRYPOINT, the fixtures copy and the /state directory in step with it.
 

@@ -1,4 +1,4 @@
-//! Turns on the real-MongoDB contract tests (`tests/contract_mongodb.rs`) whenever
+//! Turns on the real-MongoDB contract tests (`tests/it/contract_mongodb.rs`) whenever
 //! `MONGODB_URI` is set at build time; without it they are listed as ignored, never
 //! silently passed.
 

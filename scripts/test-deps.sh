@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, when missing (Debian):
-#   nats-server       the integration tests start their own, on free loopback ports;
+#   nats-server       the integration tests start their own, on kernel-picked loopback ports;
 #   python3-mockupdb  MongoDB's mock wire-protocol server, which the MongoDB source tests
-#                     drive the real driver against (tests/support/mockupdb_bridge.py).
+#                     drive the real driver against (tests/it/support/mockupdb_bridge.py).
 set -euo pipefail
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -192,6 +192,40 @@ async fn sigterm_finishes_in_flight_work_and_exits_zero() {
     assert_eq!((r, d), (routed, dead));
 }
 
+/// An operator who sends a second signal is not kept waiting: the worker exits at once
+/// (130), and what it had not acked is redelivered, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mut nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let mut worker = Worker::start(&nats.url(), &configs.path, &[]).await;
+    // With NATS away, the graceful path ends in a flush bounded by seconds: the window
+    // in which a second signal must cut it short.
+    nats.kill();
+    eventually_or(
+        "the worker to see NATS go",
+        Duration::from_secs(30),
+        || async { worker.logs().contains("NATS disconnected").then_some(()) },
+        || worker.logs(),
+    )
+    .await;
+    worker.signal("TERM");
+    eventually_or(
+        "the first signal to start a graceful shutdown",
+        Duration::from_secs(10),
+        || async { worker.logs().contains("shutting down").then_some(()) },
+        || worker.logs(),
+    )
+    .await;
+    worker.signal("INT");
+    let status = worker
+        .wait_exit(Duration::from_secs(2))
+        .await
+        .expect("exits at once on the second signal");
+    assert_eq!(status.code(), Some(130), "{}", worker.logs());
+    assert!(worker.logs().contains("second signal"), "{}", worker.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_nats_connection_and_routing_resumes_after_an_outage() {
     let mut nats = NatsServer::start();
