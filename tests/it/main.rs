@@ -20,6 +20,7 @@ mod contract_file;
 mod contract_mongodb;
 mod drift;
 mod faults;
+mod layout;
 mod mongo_cli;
 mod mongo_wire;
 mod routing;
