@@ -476,7 +476,7 @@ impl Report {
     }
 
     fn print(&self) {
-        let row = |k: &str, v: String| println!("  {k:<24} {v}");
+        let row = |k: &str, v: String| println!("  {k:<34} {v}");
         println!("loadgen run {} (seed {})", self.run_id, self.seed);
         let formats: Vec<String> = self
             .formats
