@@ -46,6 +46,19 @@ struct DeadLetterPlan {
     event_id: Option<String>,
 }
 
+impl DeadLetterPlan {
+    /// The dead letter's headers, for record `idx` of `input`.
+    fn headers(&self, input: &InputMessage<'_>, idx: usize) -> async_nats::HeaderMap {
+        output::dead_letter_headers(
+            input,
+            idx,
+            self.reason,
+            &self.detail,
+            self.event_id.as_deref(),
+        )
+    }
+}
+
 /// An output sent and awaiting its PubAck.
 struct Sent<'p> {
     /// The record's position in the message (names its dead letter).
@@ -189,13 +202,7 @@ impl Pipeline {
                 ),
                 Plan::Dead(dead) => (
                     dead.reason.subject(&self.dlq_prefix),
-                    output::dead_letter_headers(
-                        input,
-                        idx,
-                        dead.reason,
-                        &dead.detail,
-                        dead.event_id.as_deref(),
-                    ),
+                    dead.headers(input, idx),
                     input.payload.clone(),
                 ),
             };
@@ -233,15 +240,7 @@ impl Pipeline {
         dead: &DeadLetterPlan,
     ) -> Result<(), PublishFailure> {
         let subject = dead.reason.subject(&self.dlq_prefix);
-        let h = || {
-            output::dead_letter_headers(
-                input,
-                idx,
-                dead.reason,
-                &dead.detail,
-                dead.event_id.as_deref(),
-            )
-        };
+        let h = || dead.headers(input, idx);
         let err = match self
             .publisher
             .publish(&subject, h(), input.payload.clone())

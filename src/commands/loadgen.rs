@@ -253,37 +253,30 @@ impl Generator {
                 }),
                 None,
             ),
-            LoadFormat::S3 => (
-                json!({"Records": [{
-                    "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
-                    "eventTime": now, "eventName": "ObjectCreated:Put",
-                    "s3": {
-                        "s3SchemaVersion": "1.0", "configurationId": "loadgen",
-                        "bucket": {"name": container, "arn": format!("arn:aws:s3:::{container}")},
-                        "object": {"key": path, "size": size, "eTag": format!("{:032x}", self.rng.u128(..)),
-                                   "sequencer": format!("{:018X}", n)}
-                    }
-                }]}),
-                None,
-            ),
-            LoadFormat::Minio => (
-                json!({
-                    "EventName": "s3:ObjectCreated:Put",
-                    "Key": format!("{container}/{path}"),
-                    "Records": [{
-                        "eventVersion": "2.0", "eventSource": "minio:s3", "awsRegion": "",
-                        "eventTime": now, "eventName": "s3:ObjectCreated:Put",
-                        "s3": {
-                            "s3SchemaVersion": "1.0", "configurationId": "Config",
-                            "bucket": {"name": container, "arn": format!("arn:aws:s3:::{container}")},
-                            "object": {"key": path.replace('/', "%2F"), "size": size,
-                                       "eTag": format!("{:032x}", self.rng.u128(..)),
-                                       "sequencer": format!("{:016X}", n)}
-                        }
-                    }]
-                }),
-                None,
-            ),
+            LoadFormat::S3 => {
+                let mut record = json!({"eventVersion": "2.1", "eventSource": "aws:s3",
+                                        "awsRegion": "eu-west-1", "eventName": "ObjectCreated:Put"});
+                record["eventTime"] = now.into();
+                record["s3"] = s3_entity(&container, &path, size, self.rng.u128(..), n);
+                (json!({"Records": [record]}), None)
+            }
+            LoadFormat::Minio => {
+                let mut record = json!({"eventVersion": "2.0", "eventSource": "minio:s3",
+                                        "awsRegion": "", "eventName": "s3:ObjectCreated:Put"});
+                record["eventTime"] = now.into();
+                // MinIO encodes `/` in keys.
+                record["s3"] = s3_entity(
+                    &container,
+                    &path.replace('/', "%2F"),
+                    size,
+                    self.rng.u128(..),
+                    n,
+                );
+                (
+                    json!({"EventName": "s3:ObjectCreated:Put", "Key": format!("{container}/{path}"), "Records": [record]}),
+                    None,
+                )
+            }
             LoadFormat::Gcs => (
                 json!({
                     "kind": "storage#object",
@@ -311,6 +304,15 @@ impl Generator {
             id,
         }
     }
+}
+
+/// The `s3` object of an S3 or MinIO record.
+fn s3_entity(bucket: &str, key: &str, size: u64, etag: u128, n: u64) -> Value {
+    json!({
+        "s3SchemaVersion": "1.0", "configurationId": "loadgen",
+        "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+        "object": {"key": key, "size": size, "eTag": format!("{etag:032x}"), "sequencer": format!("{n:018X}")}
+    })
 }
 
 /// What became of the events of this run, as the output streams show it.
