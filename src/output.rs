@@ -32,6 +32,8 @@ pub mod headers {
     /// Every header the worker adds starts with this.
     pub const OWN_PREFIX: &str = "Blob-Router-";
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// Headers JetStream acts on start with this.
+    pub const NATS_PREFIX: &str = "Nats-";
     /// Input header carrying the event type of GCS Pub/Sub notifications.
     pub const EVENT_TYPE: &str = "eventType";
 }
@@ -199,7 +201,9 @@ pub fn dead_letter_msg_id(input: &InputMessage<'_>, idx: usize) -> String {
 }
 
 /// Headers of a dead letter: everything `replay` needs to put it back. The input's own
-/// headers come along, except those the worker sets itself ([`is_own_header`]).
+/// headers come along (GCS's `eventType`, say), except those the worker sets itself and
+/// the `Nats-*` ones JetStream acts on ([`is_carried_header`]): a producer's
+/// `Nats-Expected-Stream` must not make every dead-letter publish fail.
 pub fn dead_letter_headers(
     input: &InputMessage<'_>,
     idx: usize,
@@ -210,7 +214,7 @@ pub fn dead_letter_headers(
     let mut h = HeaderMap::new();
     for (name, values) in input.headers.into_iter().flat_map(|h| h.iter()) {
         let text: &str = name.as_ref();
-        if !is_own_header(text) {
+        if is_carried_header(text) {
             for v in values {
                 h.append(name.clone(), v.clone());
             }
@@ -250,8 +254,10 @@ pub struct DeadLetter {
     pub truncated: Option<usize>,
     /// The input's bytes, unchanged (unless truncated).
     pub payload: Bytes,
-    /// Headers that are not the worker's own (`Blob-Router-*`, `Nats-Msg-Id`).
+    /// The input's own headers, as carried ([`is_carried_header`]).
     pub other_headers: Vec<(String, String)>,
+    /// The dead letter's `Nats-Msg-Id` (it names the input message and the record).
+    pub msg_id: Option<String>,
 }
 
 /// Why a message of the dead-letter stream is not a dead letter this worker wrote.
@@ -288,7 +294,7 @@ impl DeadLetter {
             .flat_map(|h| h.iter())
             .filter(|(name, _)| {
                 let name: &str = name.as_ref();
-                !is_own_header(name)
+                is_carried_header(name)
             })
             .flat_map(|(name, values)| {
                 values
@@ -305,16 +311,37 @@ impl DeadLetter {
             truncated,
             payload,
             other_headers,
+            msg_id: get(headers::MSG_ID).map(str::to_owned),
         })
+    }
+
+    /// The `Nats-Msg-Id` a replay republishes this dead letter with: the input message it
+    /// came from (stream, sequence, body hash), not the record, so a message that
+    /// dead-lettered several records goes back once, whichever replay run sends it and
+    /// however often. A dead letter without a worker-made id falls back to its own
+    /// position in the dead-letter stream.
+    pub fn replay_msg_id(&self, dlq_stream: &str, seq: u64) -> String {
+        match self
+            .msg_id
+            .as_deref()
+            .filter(|id| id.starts_with("dlq:"))
+            .and_then(|id| id.rsplit_once(':'))
+        {
+            Some((input, _record)) => format!("replay:{input}"),
+            None => format!("replay:{dlq_stream}:{seq}"),
+        }
     }
 }
 
-/// Whether a header is one the worker sets (never carried over by a replay).
-pub fn is_own_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(headers::MSG_ID)
-        || name
-            .get(..headers::OWN_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(headers::OWN_PREFIX))
+/// Whether an input header travels with its dead letter (and back with a replay): not
+/// the worker's own `Blob-Router-*`, and no `Nats-*` header, which JetStream acts on
+/// (`Nats-Msg-Id`, `Nats-Expected-*`, `Nats-TTL`, `Nats-Rollup`).
+pub fn is_carried_header(name: &str) -> bool {
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    !starts(headers::OWN_PREFIX) && !starts(headers::NATS_PREFIX)
 }
 
 /// Longest event id used as is in `Nats-Msg-Id`.

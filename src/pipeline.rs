@@ -22,7 +22,6 @@ use crate::output::{self, headers, Envelope, InputMessage, Reason};
 use crate::router::{self, Match};
 use crate::store::StoreError;
 use crate::telemetry::events::{InternalEvent, MessageRetried};
-use crate::telemetry::Chain;
 
 pub struct Pipeline {
     pub cache: Arc<ConfigCache>,
@@ -286,11 +285,7 @@ fn redirect(plan: &Plan, idx: usize, failure: PublishFailure) -> Result<Redirect
         },
         (Plan::Route { m, record }, PublishFailure::Rejected(why)) => DeadLetterPlan {
             reason: Reason::PublishRejected,
-            detail: format!(
-                "routing to `{}` was refused: {}",
-                m.config.subject,
-                Chain(&why)
-            ),
+            detail: format!("routing to `{}` was refused: {why}", m.config.subject),
             event_id: Some(record.event.id.clone()),
         },
         // Too large to store with our headers: the second round truncates it.

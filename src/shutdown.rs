@@ -19,13 +19,15 @@ pub const FORCED_EXIT: i32 = 130;
 /// Cancels `token` on the first SIGTERM or SIGINT; exits the process on the second.
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let name = next_signal().await;
+        // One set of listeners for both signals: none can slip between the two waits.
+        let mut signals = Signals::new();
+        let name = signals.next().await;
         tracing::info!(
             signal = name,
             "shutting down (a second signal exits at once)"
         );
         token.cancel();
-        let name = next_signal().await;
+        let name = signals.next().await;
         tracing::warn!(
             signal = name,
             "second signal: exiting now; unacked messages will be redelivered"
@@ -34,22 +36,42 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-/// Waits for the next SIGTERM or SIGINT and names it.
-async fn next_signal() -> &'static str {
+/// SIGTERM and SIGINT, listened to for the life of the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).expect("installing the SIGTERM handler"),
+                int: signal(SignalKind::interrupt()).expect("installing the SIGINT handler"),
+            }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
+
+    /// Waits for the next signal and names it.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
     }
 }
 

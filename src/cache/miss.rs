@@ -81,15 +81,14 @@ impl MissResolver {
             let result: Result<(), Arc<StoreError>> = async {
                 let _permit = permits.acquire().await.expect("semaphore never closed");
                 let at = cache.generation(&container);
+                ForcedRead {
+                    container: &container,
+                }
+                .emit(cache.metrics());
                 let docs = source.read_container(&container).await.map_err(Arc::new)?;
                 let found = docs.len();
                 let merged = cache.merge_container(&container, docs, at);
-                ForcedRead {
-                    container: &container,
-                    found,
-                    merged,
-                }
-                .emit(cache.metrics());
+                tracing::debug!(%container, found, merged, "forced read answered");
                 Ok(())
             }
             .await;

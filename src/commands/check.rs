@@ -55,7 +55,7 @@ pub async fn main(args: CheckArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            println!("FAIL  NATS: {e:#}");
+            println!("FAIL  NATS: {}", Chain(e.as_ref()));
             fail(exit::NATS);
             println!("skip  streams (no NATS)");
         }

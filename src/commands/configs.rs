@@ -19,6 +19,7 @@ use crate::cli::{
 use crate::config::{doc_id, ConfigError, SourceConfig};
 use crate::store::file::FileStore;
 use crate::store::{self, landing_container, ConfigStore, Store};
+use crate::telemetry::Chain;
 
 /// Exit code when documents were refused (1 is any other failure, 2 a usage error).
 pub const EXIT_INVALID: u8 = 5;
@@ -35,7 +36,7 @@ pub async fn main(args: ConfigsArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -65,7 +65,7 @@ pub async fn main(args: LoadgenArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", crate::telemetry::Chain(e.as_ref()));
                 ExitCode::FAILURE
             }
         };
@@ -87,7 +87,7 @@ pub async fn main(args: LoadgenArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::telemetry::Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -320,6 +320,8 @@ fn s3_entity(bucket: &str, key: &str, size: u64, etag: u128, n: u64) -> Value {
 struct Tracker {
     /// Accepted (or in flight) events: when each was due, and how often it came out.
     events: HashMap<String, Entry>,
+    /// Events not seen at the outputs yet.
+    unseen: usize,
     outcomes: BTreeMap<String, u64>,
     outputs: u64,
     foreign: u64,
@@ -340,6 +342,9 @@ impl Tracker {
             return;
         };
         entry.seen += 1;
+        if entry.seen == 1 {
+            self.unseen -= 1;
+        }
         self.outputs += 1;
         *self.outcomes.entry(outcome).or_default() += 1;
         self.first_output.get_or_insert(at);
@@ -352,8 +357,18 @@ impl Tracker {
         }
     }
 
-    fn outstanding(&self) -> usize {
-        self.events.values().filter(|e| e.seen == 0).count()
+    /// An event published (or about to be) that must come out once.
+    fn expect(&mut self, id: String, due: Instant) {
+        if self.events.insert(id, Entry { due, seen: 0 }).is_none() {
+            self.unseen += 1;
+        }
+    }
+
+    /// An event whose publish failed: not expected after all.
+    fn forget(&mut self, id: &str) {
+        if self.events.remove(id).is_some_and(|e| e.seen == 0) {
+            self.unseen -= 1;
+        }
     }
 }
 
@@ -614,6 +629,7 @@ async fn loadgen(args: &LoadgenArgs) -> anyhow::Result<Report> {
         &run,
     );
     let mut formats: BTreeMap<String, u64> = BTreeMap::new();
+    // PubAcks awaited while the next sends go out: a send is never queued behind them.
     let mut in_flight = FuturesUnordered::new();
     let mut publish_failures = 0u64;
     let started = Instant::now();
@@ -623,40 +639,49 @@ async fn loadgen(args: &LoadgenArgs) -> anyhow::Result<Report> {
         if count.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let due = if args.rate > 0.0 {
+        if args.rate > 0.0 {
             let due = started + Duration::from_secs_f64(n as f64 / args.rate);
-            tokio::time::sleep_until(due.into()).await;
-            due
-        } else {
-            Instant::now()
-        };
+            // Settle acks while waiting for the due time, never past it.
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep_until(due.into()) => break,
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        publish_failures += settle_publish(&tracker, done, &progress);
+                    }
+                }
+            }
+        }
+        while in_flight.len() >= args.max_in_flight as usize {
+            if let Some(done) = in_flight.next().await {
+                publish_failures += settle_publish(&tracker, done, &progress);
+            }
+        }
         let ev = generator.next(n);
+        n += 1;
         *formats.entry(ev.format.name().to_owned()).or_default() += 1;
-        tracker
-            .lock()
-            .expect("tracker lock")
-            .events
-            .insert(ev.id.clone(), Entry { due, seen: 0 });
         let mut h = HeaderMap::new();
         if let Some(t) = ev.event_type {
             h.insert(headers::EVENT_TYPE, t);
         }
         h.insert(headers::MSG_ID, ev.id.as_str());
-        let js = js.clone();
-        let subject = args.subject.clone();
+        // Due on the open-loop schedule; at `--rate 0`, when it is actually sent.
+        let due = if args.rate > 0.0 {
+            started + Duration::from_secs_f64((n - 1) as f64 / args.rate)
+        } else {
+            Instant::now()
+        };
+        tracker
+            .lock()
+            .expect("tracker lock")
+            .expect(ev.id.clone(), due);
+        let sent = js
+            .publish_with_headers(args.subject.clone(), h, ev.body.into())
+            .await;
         let id = ev.id;
-        in_flight.push(async move {
-            let acked = match js.publish_with_headers(subject, h, ev.body.into()).await {
-                Ok(pending) => pending.await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            (id, acked)
-        });
-        n += 1;
-        while in_flight.len() >= args.max_in_flight as usize {
-            if let Some(done) = in_flight.next().await {
-                publish_failures += settle_publish(&tracker, done, &progress);
-            }
+        match sent {
+            Ok(pending) => in_flight.push(async move { (id, pending.await.map(|_| ())) }),
+            Err(e) => publish_failures += settle_publish(&tracker, (id, Err(e)), &progress),
         }
     }
     while let Some(done) = in_flight.next().await {
@@ -670,9 +695,7 @@ async fn loadgen(args: &LoadgenArgs) -> anyhow::Result<Report> {
     // Settle: every accepted event seen, then both streams read to their end (so a
     // duplicate stored meanwhile is counted too), or the settle time is up.
     let settle_deadline = Instant::now() + args.settle;
-    while tracker.lock().expect("tracker lock").outstanding() > 0
-        && Instant::now() < settle_deadline
-    {
+    while tracker.lock().expect("tracker lock").unseen > 0 && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for (name, last) in &positions {
@@ -687,7 +710,7 @@ async fn loadgen(args: &LoadgenArgs) -> anyhow::Result<Report> {
     stop_watch.cancel();
     for w in watchers {
         if let Ok(Err(e)) = w.await {
-            tracing::warn!(error = format!("{e:#}"), "output watcher");
+            tracing::warn!(error = %crate::telemetry::Chain(e.as_ref()), "output watcher");
         }
     }
 
@@ -756,7 +779,7 @@ fn settle_publish(
         Ok(()) => 0,
         Err(e) => {
             tracing::warn!(error = %crate::telemetry::Chain(&e), %id, "publish failed");
-            tracker.lock().expect("tracker lock").events.remove(&id);
+            tracker.lock().expect("tracker lock").forget(&id);
             1
         }
     }
@@ -844,14 +867,16 @@ mod tests {
             ..Default::default()
         };
         let due = Instant::now();
-        t.events.insert("a".into(), Entry { due, seen: 0 });
-        t.events.insert("b".into(), Entry { due, seen: 0 });
+        t.expect("a".into(), due);
+        t.expect("b".into(), due);
         let later = due + Duration::from_millis(5);
         t.output(Some("a"), "routed".into(), later);
         t.output(Some("a"), "routed".into(), later);
         t.output(Some("zzz"), "routed".into(), later);
         t.output(None, "dead_lettered:malformed_event".into(), later);
-        assert_eq!(t.outstanding(), 1);
+        assert_eq!(t.unseen, 1);
+        t.forget("b");
+        assert_eq!(t.unseen, 0);
         assert_eq!(t.outputs, 2);
         assert_eq!(t.foreign, 2);
         assert_eq!(t.events["a"].seen, 2);

@@ -19,18 +19,22 @@
 //! 2 minutes by default); rerunning later, the worker's own output de-duplication is what
 //! is left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy, ErrorCode};
 use async_nats::HeaderMap;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use crate::cache::ConfigCache;
 use crate::cli::{OutputFormat, ReplayArgs};
+use crate::config::SourceConfig;
 use crate::event::{self, RecordResult};
 use crate::nats;
 use crate::output::{headers, DeadLetter, Reason};
@@ -53,7 +57,7 @@ pub async fn main(args: ReplayArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -180,8 +184,14 @@ impl Filter<'_> {
         {
             return false;
         }
-        if a.event_id.is_some() && dl.event_id != a.event_id {
-            return false;
+        if let Some(id) = &a.event_id {
+            // The header holds a header-safe copy; the records hold the id itself.
+            let in_records = records
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|r| r.event.id == *id));
+            if dl.event_id.as_ref() != Some(id) && !in_records {
+                return false;
+            }
         }
         if a.container.is_none() && a.path_prefix.is_none() {
             return true;
@@ -218,14 +228,30 @@ fn records_of(dl: &DeadLetter) -> Vec<RecordResult> {
     }
 }
 
-/// What a record would become against the current configs.
-fn evaluate(record: &RecordResult, cache: &ConfigCache) -> String {
+/// What a record would become against the current configs: the config that would take
+/// it, or why it would be dead-lettered again.
+fn verdict(record: &RecordResult, cache: &ConfigCache) -> Result<Arc<SourceConfig>, Reason> {
     match record {
-        Err(e) => format!("would dead-letter again: {}", Reason::from(&e.error)),
-        Ok(r) => match router::decide(&r.event, &cache.load()) {
-            Some(m) => format!("would route to {}", m.config.id),
-            None => format!("would dead-letter again: {}", Reason::NoMatchingConfig),
-        },
+        Err(e) => Err(Reason::from(&e.error)),
+        Ok(r) => router::decide(&r.event, &cache.load())
+            .map(|m| m.config)
+            .ok_or(Reason::NoMatchingConfig),
+    }
+}
+
+/// [`verdict`] in words, checking streams too: a routed message no stream captures
+/// would be dead-lettered `no_stream_for_subject`.
+async fn evaluate(
+    record: &RecordResult,
+    cache: &ConfigCache,
+    streams: &mut SubjectStreams<'_>,
+) -> String {
+    match verdict(record, cache) {
+        Ok(config) if streams.captured(&config.subject).await => {
+            format!("would route to {}", config.id)
+        }
+        Ok(_) => format!("would dead-letter again: {}", Reason::NoStreamForSubject),
+        Err(reason) => format!("would dead-letter again: {reason}"),
     }
 }
 
@@ -253,6 +279,10 @@ async fn current_configs(args: &ReplayArgs) -> anyhow::Result<Option<ConfigCache
     }
     Ok(Some(cache))
 }
+
+/// With no dead letter for this long, the stream has been read to its end (the ones
+/// still counted as pending were deleted meanwhile, by another replay or a limit).
+const IDLE_END: Duration = Duration::from_secs(2);
 
 async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
     let evaluator = if args.dry_run {
@@ -302,36 +332,40 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
         would: evaluator.as_ref().map(|_| BTreeMap::new()),
         ..Default::default()
     };
-    let progress = Progress::new(
-        if args.dry_run { "scanned" } else { "replayed" },
-        pending.min(args.limit.unwrap_or(u64::MAX)),
-    );
+    let progress = Progress::new("scanned", pending);
     let filter = Filter { args };
-    let mut in_flight = FuturesUnordered::new();
+    let mut streams_of = SubjectStreams::new(&js);
+    let replayer = Replayer {
+        js: js.clone(),
+        dlq_stream: args.nats.dlq_stream.clone(),
+        to: args.to.clone(),
+        keep: args.keep,
+    };
+    let mut in_flight = JoinSet::new();
     let mut messages = consumer
         .messages()
         .await
         .context("reading the dead-letter stream")?;
     let mut read = 0u64;
     while read < pending {
-        let msg = match messages.next().await {
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => {
-                return Err(anyhow::Error::new(e).context("reading the dead-letter stream"))
+        let msg = match tokio::time::timeout(IDLE_END, messages.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Ok(msg))) => msg,
+            Ok(Some(Err(e))) => {
+                // The ordered consumer recreates itself (missed heartbeats and the like).
+                tracing::warn!(error = %Chain(&e), "reading the dead-letter stream; continuing");
+                continue;
             }
-            None => break,
         };
         read += 1;
+        progress.inc(1);
         let Ok(info) = msg.info() else { continue };
         let seq = info.stream_sequence;
-        let last = info.pending == 0 || seq >= end;
         if seq > end {
             break;
         }
+        let last = info.pending == 0 || seq == end;
         summary.scanned += 1;
-        if args.dry_run {
-            progress.inc(1);
-        }
         let dl = match DeadLetter::read(msg.headers.as_ref(), msg.payload.clone()) {
             Ok(dl) => dl,
             Err(e) => {
@@ -355,10 +389,12 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
                 .by_container
                 .entry(container.clone().unwrap_or_else(|| "(unknown)".into()))
                 .or_default() += 1;
-            let would: Vec<String> = match &evaluator {
-                Some(cache) => records.iter().map(|r| evaluate(r, cache)).collect(),
-                None => Vec::new(),
-            };
+            let mut would = Vec::new();
+            if let Some(cache) = &evaluator {
+                for r in &records {
+                    would.push(evaluate(r, cache, &mut streams_of).await);
+                }
+            }
             if let Some(totals) = &mut summary.would {
                 for w in &would {
                     *totals.entry(w.clone()).or_default() += 1;
@@ -380,24 +416,23 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
                     });
                 }
             } else if let Some(original) = dl.truncated {
-                summary.skipped += 1;
-                *summary
-                    .skipped_why
-                    .entry("truncated body".into())
-                    .or_default() += 1;
-                summary.failures.push(format!(
-                    "#{seq}: the body was cut from {original} bytes when dead-lettered; not replayed"
-                ));
-                summary.failed += 1;
-                progress.inc(1);
+                account(
+                    &mut summary,
+                    Done::Failed(format!(
+                        "#{seq}: the body was cut from {original} bytes when dead-lettered; not replayed"
+                    )),
+                );
             } else {
-                if in_flight.len() >= args.concurrency as usize {
-                    if let Some(done) = in_flight.next().await {
-                        account(&mut summary, done);
-                        progress.inc(1);
+                while in_flight.len() >= args.concurrency as usize {
+                    if let Some(done) = in_flight.join_next().await {
+                        account(
+                            &mut summary,
+                            done.unwrap_or_else(|e| Done::Failed(format!("replay task: {e}"))),
+                        );
                     }
                 }
-                in_flight.push(republish(&js, &stream, args, seq, dl));
+                let replayer = replayer.clone();
+                in_flight.spawn(async move { replayer.republish(seq, dl).await });
             }
             if args.limit.is_some_and(|l| summary.selected >= l) {
                 break;
@@ -407,14 +442,45 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
             break;
         }
     }
-    while let Some(done) = in_flight.next().await {
-        account(&mut summary, done);
-        progress.inc(1);
+    while let Some(done) = in_flight.join_next().await {
+        account(
+            &mut summary,
+            done.unwrap_or_else(|e| Done::Failed(format!("replay task: {e}"))),
+        );
     }
     progress.finish();
     // Bounded: the deletes and publishes above were all acknowledged already.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), client.flush()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.flush()).await;
     Ok(summary)
+}
+
+/// Which subjects a stream captures, asked once per subject (a dry run's "would route"
+/// is only true when the routed message can be stored).
+struct SubjectStreams<'a> {
+    js: &'a jetstream::Context,
+    known: HashMap<String, bool>,
+}
+
+impl<'a> SubjectStreams<'a> {
+    fn new(js: &'a jetstream::Context) -> Self {
+        SubjectStreams {
+            js,
+            known: HashMap::new(),
+        }
+    }
+
+    async fn captured(&mut self, subject: &str) -> bool {
+        if let Some(known) = self.known.get(subject) {
+            return *known;
+        }
+        use jetstream::context::GetStreamByNameErrorKind as Kind;
+        let captured = !matches!(
+            self.js.stream_by_subject(subject).await,
+            Err(e) if e.kind() == Kind::NotFound
+        );
+        self.known.insert(subject.to_owned(), captured);
+        captured
+    }
 }
 
 /// How one republish ended.
@@ -424,6 +490,9 @@ enum Done {
     AlreadyDeleted,
     Failed(String),
 }
+
+/// Failures listed in the summary (the count is always complete).
+const LISTED_FAILURES: usize = 20;
 
 fn account(summary: &mut Summary, done: Done) {
     match done {
@@ -437,63 +506,105 @@ fn account(summary: &mut Summary, done: Done) {
         }
         Done::Failed(why) => {
             summary.failed += 1;
-            if summary.failures.len() < 20 {
+            if summary.failures.len() < LISTED_FAILURES {
                 summary.failures.push(why);
             }
         }
     }
 }
 
-/// The de-duplication id of a replayed dead letter: one per dead letter, whichever run
-/// replays it.
-pub fn replay_msg_id(dlq_stream: &str, seq: u64) -> String {
-    format!("replay:{dlq_stream}:{seq}")
+/// What every republish needs; cheap to clone into a task.
+#[derive(Clone)]
+struct Replayer {
+    js: jetstream::Context,
+    dlq_stream: String,
+    to: Option<String>,
+    keep: bool,
 }
 
-/// Republishes one dead letter, waits for the PubAck, then deletes it (unless `--keep`).
-async fn republish(
-    js: &jetstream::Context,
-    stream: &jetstream::stream::Stream,
-    args: &ReplayArgs,
-    seq: u64,
-    dl: DeadLetter,
-) -> Done {
-    let subject = args.to.clone().unwrap_or(dl.original_subject);
-    let mut h = HeaderMap::new();
-    for (k, v) in &dl.other_headers {
-        h.append(k.as_str(), v.as_str());
+/// The reply to a `STREAM.MSG.DELETE` request.
+#[derive(serde::Deserialize)]
+struct Deleted {
+    success: bool,
+}
+
+impl Replayer {
+    /// Republishes one dead letter, waits for the PubAck, then deletes it (unless
+    /// `--keep`).
+    async fn republish(&self, seq: u64, dl: DeadLetter) -> Done {
+        let subject = self
+            .to
+            .clone()
+            .unwrap_or_else(|| dl.original_subject.clone());
+        let mut h = HeaderMap::new();
+        for (k, v) in &dl.other_headers {
+            h.append(k.as_str(), v.as_str());
+        }
+        h.insert(
+            headers::MSG_ID,
+            dl.replay_msg_id(&self.dlq_stream, seq).as_str(),
+        );
+        let ack = match self
+            .js
+            .publish_with_headers(subject.clone(), h, dl.payload)
+            .await
+        {
+            Ok(pending) => pending.await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ack {
+            return Done::Failed(format!("#{seq}: publishing to {subject}: {}", Chain(&e)));
+        }
+        if self.keep {
+            return Done::Replayed;
+        }
+        match self.delete(seq).await {
+            Ok(()) => Done::Replayed,
+            Err(DeleteError::Gone) => Done::AlreadyDeleted,
+            Err(DeleteError::Failed(why)) => Done::Failed(format!(
+                "#{seq}: republished, but deleting the dead letter failed (a rerun within the \
+                 duplicate window will not duplicate it): {why}"
+            )),
+        }
     }
-    h.insert(
-        headers::MSG_ID,
-        replay_msg_id(&args.nats.dlq_stream, seq).as_str(),
-    );
-    let ack = match js
-        .publish_with_headers(subject.clone(), h, dl.payload)
-        .await
-    {
-        Ok(pending) => pending.await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = ack {
-        return Done::Failed(format!("#{seq}: publishing to {subject}: {}", Chain(&e)));
-    }
-    if args.keep {
-        return Done::Replayed;
-    }
-    match stream.delete_message(seq).await {
-        Ok(_) => Done::Replayed,
-        Err(e) if is_gone(&e) => Done::AlreadyDeleted,
-        Err(e) => Done::Failed(format!(
-            "#{seq}: republished, but deleting the dead letter failed (a rerun will not duplicate it): {}",
-            Chain(&e)
-        )),
+
+    /// Deletes a dead letter without the secure erase (an fsync per message) that the
+    /// client's `delete_message` asks for: nothing secret is in it.
+    async fn delete(&self, seq: u64) -> Result<(), DeleteError> {
+        let subject = format!("STREAM.MSG.DELETE.{}", self.dlq_stream);
+        let reply: Result<Response<Deleted>, _> = self
+            .js
+            .request(subject, &serde_json::json!({"seq": seq, "no_erase": true}))
+            .await;
+        match reply {
+            Ok(Response::Ok(Deleted { success: true })) => Ok(()),
+            Ok(Response::Ok(Deleted { success: false })) => {
+                Err(DeleteError::Failed("the server did not delete it".into()))
+            }
+            Ok(Response::Err { error }) if is_gone(&error) => Err(DeleteError::Gone),
+            Ok(Response::Err { error }) => Err(DeleteError::Failed(error.to_string())),
+            Err(e) => Err(DeleteError::Failed(Chain(&e).to_string())),
+        }
     }
 }
 
-/// Whether a delete failed because the message is no longer there.
-fn is_gone(e: &jetstream::stream::DeleteMessageError) -> bool {
-    use jetstream::stream::DeleteMessageErrorKind as Kind;
-    matches!(e.kind(), Kind::JetStream(js) if js.error_code() == ErrorCode::NO_MESSAGE_FOUND)
+enum DeleteError {
+    /// No longer there: another replay deleted it.
+    Gone,
+    Failed(String),
+}
+
+/// Whether a delete failed because the message is no longer there. Servers say so with
+/// different codes: sequence not found (10043), message not found (10037), or a failed
+/// delete (10057) whose text says "no message found".
+fn is_gone(e: &jetstream::Error) -> bool {
+    let code = e.error_code();
+    code == ErrorCode::SEQUENCE_NOT_FOUND
+        || code == ErrorCode::NO_MESSAGE_FOUND
+        || (code == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            && e.to_string().to_lowercase().contains("not found"))
+        || (code == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+            && e.to_string().to_lowercase().contains("no message"))
 }
 
 #[cfg(test)]
@@ -570,8 +681,8 @@ mod tests {
         .selects(&dl, &records));
         let cache = ConfigCache::new(Metrics::detached(), "blob.routed");
         assert_eq!(
-            evaluate(&records[0], &cache),
-            "would dead-letter again: malformed_event"
+            verdict(&records[0], &cache).unwrap_err(),
+            Reason::MalformedEvent
         );
     }
 
@@ -588,10 +699,5 @@ mod tests {
         assert!(err.to_string().contains("RFC 3339"), "{err}");
         let err = Cli::try_parse_from(["blob-router", "replay", "--limit", "0"]).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
-    }
-
-    #[test]
-    fn replay_ids_name_the_dead_letter() {
-        assert_eq!(replay_msg_id("BLOB_DLQ", 7), "replay:BLOB_DLQ:7");
     }
 }

@@ -67,7 +67,7 @@ pub async fn main(args: RunArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "blob-router failed");
+            tracing::error!(error = %Chain(e.as_ref()), "blob-router failed");
             ExitCode::FAILURE
         }
     }

@@ -117,6 +117,7 @@ fn a_dead_letter_carries_the_inputs_own_headers_but_not_its_msg_id() {
     let mut input_headers = HeaderMap::new();
     input_headers.insert(headers::EVENT_TYPE, "OBJECT_FINALIZE");
     input_headers.insert(headers::MSG_ID, "producer-id");
+    input_headers.insert("Nats-Expected-Stream", "BLOB_EVENTS");
     input_headers.insert("Blob-Router-Reason", "forged");
     let input = InputMessage {
         headers: Some(&input_headers),
@@ -153,16 +154,36 @@ fn what_is_not_a_dead_letter_is_refused_with_the_reason() {
 }
 
 #[test]
-fn own_headers_are_recognised_in_any_case() {
+fn only_the_inputs_own_non_jetstream_headers_are_carried() {
     for own in [
         "Nats-Msg-Id",
         "nats-msg-id",
+        "Nats-Expected-Stream",
+        "Nats-TTL",
         "Blob-Router-Reason",
         "blob-router-x",
     ] {
-        assert!(is_own_header(own), "{own}");
+        assert!(!is_carried_header(own), "{own}");
     }
-    for other in ["eventType", "Blob-Routed", "ce-type", ""] {
-        assert!(!is_own_header(other), "{other}");
+    for other in ["eventType", "Blob-Routed", "ce-type", "Natsy", ""] {
+        assert!(is_carried_header(other), "{other}");
     }
+}
+
+#[test]
+fn every_dead_letter_of_one_input_replays_under_one_id() {
+    let body = Bytes::from_static(b"{}");
+    let read = |idx| {
+        let h = dead_letter_headers(&input(&body), idx, Reason::NoMatchingConfig, "", None);
+        DeadLetter::read(Some(&h), body.clone()).unwrap()
+    };
+    let (first, second) = (read(0), read(1));
+    assert_ne!(first.msg_id, second.msg_id);
+    let id = first.replay_msg_id("BLOB_DLQ", 10);
+    assert_eq!(id, second.replay_msg_id("BLOB_DLQ", 11));
+    assert!(id.starts_with("replay:dlq:BLOB_EVENTS:42:"), "{id}");
+    // Not written by the worker: its own position names it.
+    let mut foreign = first.clone();
+    foreign.msg_id = Some("someone-else".into());
+    assert_eq!(foreign.replay_msg_id("BLOB_DLQ", 10), "replay:BLOB_DLQ:10");
 }

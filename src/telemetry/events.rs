@@ -121,22 +121,15 @@ impl InternalEvent for DriftFound {
     }
 }
 
-/// A forced read of one container on a miss, shared by every event waiting on it.
+/// A forced read of one container on a miss begins, shared by every event waiting on
+/// it (counted whether or not it succeeds: the database sees it either way).
 pub struct ForcedRead<'a> {
     pub container: &'a str,
-    pub found: usize,
-    /// False when a newer change to the container arrived during the read.
-    pub merged: bool,
 }
 
 impl InternalEvent for ForcedRead<'_> {
     fn emit(self, m: &Metrics) {
-        tracing::debug!(
-            container = self.container,
-            found = self.found,
-            merged = self.merged,
-            "forced read"
-        );
+        tracing::debug!(container = self.container, "forced read");
         m.counters.forced_reads.fetch_add(1, Relaxed);
     }
 }

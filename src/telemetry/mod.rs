@@ -23,18 +23,23 @@ pub enum LogFormat {
 
 /// Shows an error with every cause in its chain, `outer: cause: root`, for log lines and
 /// messages (`error = %Chain(&e)`): a typed error keeps its cause as `source()`, and
-/// this is where that cause becomes visible.
+/// this is where that cause becomes visible. Some errors (async-nats's) already print
+/// their cause in their own text; a cause whose text is already shown is not repeated.
 pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
         let mut cause = self.0.source();
         while let Some(e) = cause {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
             cause = e.source();
         }
-        Ok(())
+        f.write_str(&shown)
     }
 }
 
@@ -116,8 +121,12 @@ mod tests {
     #[error("reading the config file")]
     struct Outer(#[source] std::io::Error);
 
+    #[derive(Debug, thiserror::Error)]
+    #[error("publish failed: {0}")]
+    struct SaysItsCause(#[source] std::io::Error);
+
     #[test]
-    fn chain_shows_every_cause() {
+    fn chain_shows_every_cause_once() {
         let e = Outer(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no such file",
@@ -125,6 +134,13 @@ mod tests {
         assert_eq!(
             Chain(&e).to_string(),
             "reading the config file: no such file"
+        );
+        let e = SaysItsCause(std::io::Error::other("timed out"));
+        assert_eq!(Chain(&e).to_string(), "publish failed: timed out");
+        let e: anyhow::Error = anyhow::Error::new(e).context("sending");
+        assert_eq!(
+            Chain(e.as_ref()).to_string(),
+            "sending: publish failed: timed out"
         );
     }
 }
