@@ -24,8 +24,10 @@
 //! time, and [`cache::sync`] keeps it following the store (feed, reloads, TTL resync).
 //!
 //! Around that: [`cli`] (every flag, also an env var), [`commands`] (`run` owns the
-//! startup order and shutdown; `check`; `configs`), [`http`] (health and metrics),
-//! [`telemetry`] (logs, metrics, and one type per internal event) and [`shutdown`].
+//! startup order and shutdown; `check`; `configs`; `replay` puts dead letters back, read
+//! through [`output::DeadLetter`]; `loadgen` measures the pipeline from outside),
+//! [`http`] (health and metrics), [`telemetry`] (logs, metrics, and one type per internal
+//! event), [`progress`] (the tools' progress display) and [`shutdown`].
 
 pub mod cache;
 pub mod cli;
