@@ -20,19 +20,20 @@ pub struct Match {
 
 /// First matching config for `event`, or `None` (a miss).
 pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
-    index
+    let winner = index
         .candidates(&event.container)
         .iter()
         .filter(|c| c.account.is_none() || c.account == event.account)
-        .find_map(|c| {
-            c.match_path(&event.path).map(|fields| Match {
-                config: c.clone(),
-                metadata: fields
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            })
-        })
+        .find(|c| c.matches(&event.path))?;
+    // Captures are extracted for the winner only.
+    let fields = winner.match_path(&event.path)?;
+    Some(Match {
+        config: winner.clone(),
+        metadata: fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -10,14 +10,18 @@
 //! # Exactly once
 //!
 //! Each selected dead letter is republished (its original bytes and the input's own
-//! headers) with `Nats-Msg-Id: replay:<dead-letter stream>:<sequence>`, and deleted only
-//! after the PubAck. The id is the same for every replay of one dead letter, so the input
-//! stream's de-duplication drops a second copy: a replay killed between publish and
-//! delete and run again, or two replays racing over one selection, store each event once
-//! (a delete that finds the dead letter already gone means another replay did it). That
-//! guarantee holds within the input stream's duplicate window (`--duplicate-window`,
-//! 2 minutes by default); rerunning later, the worker's own output de-duplication is what
-//! is left.
+//! headers) with a `Nats-Msg-Id` naming the *input message* it came from
+//! ([`DeadLetter::replay_msg_id`]: `replay:dlq:<input stream>:<seq>:<body hash>`), and
+//! deleted only after the PubAck. The id is the same for every replay of one dead letter,
+//! and for every dead letter of one input (a message whose records failed separately goes
+//! back once), so the input stream's de-duplication drops a second copy: a replay killed
+//! between publish and delete and run again, or two replays racing over one selection,
+//! store each input once (a delete that finds the dead letter already gone means another
+//! replay did it). That guarantee holds within the input stream's duplicate window
+//! (`--duplicate-window`, 2 minutes by default); rerunning later, the worker's own output
+//! de-duplication is what is left. Records of a multi-record message that were routed
+//! the first time are routed again by a replay; the routed stream drops them as
+//! duplicates only within its own window.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;

@@ -225,6 +225,12 @@ impl SourceConfig {
         })
     }
 
+    /// Whether the whole path matches (no pattern: every path does). Allocates nothing:
+    /// the router asks it of every candidate, and extracts fields from the winner only.
+    pub fn matches(&self, path: &str) -> bool {
+        self.pattern.as_ref().is_none_or(|p| p.is_match(path))
+    }
+
     /// Some(extracted fields, in extract_fields order) when the whole path matches; None otherwise.
     /// No pattern: matches every path, no fields.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {

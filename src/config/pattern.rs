@@ -1,29 +1,35 @@
 //! Path patterns: the small glob-with-captures language a source config uses to say
 //! which blob paths in its landing container it owns and which path parts to extract.
 //!
-//! A pattern is parsed and compiled once, into a single anchored [`regex::Regex`], so
-//! that matching an event's path is linear-time (no backtracking blow-ups on hostile
-//! paths) and never compiles anything on the hot path.
-//!
 //! Syntax, segment by segment (`/`-separated, matched against the whole path):
 //! - `{name}`: a non-empty run of characters within one segment, captured as `name`;
 //! - `*` as a whole segment: exactly one non-empty segment;
 //! - `*` inside a segment (`*.json`): any run of non-`/` characters, possibly empty;
-//! - `**` as a whole segment: zero or more whole segments;
+//! - `**` as a whole segment: zero or more whole (non-empty) segments;
 //! - anything else: literal text.
+//!
+//! A pattern is parsed once per config version into a few small tokens, and matched by
+//! a matcher built for this language instead of a compiled regex:
+//! - [`PathPattern::is_match`] answers "does it match" without allocating, in time
+//!   linear in the path times the pattern (the classic wildcard algorithm, which only
+//!   ever returns to the last star: once a later star is passed, it can absorb whatever
+//!   an earlier one would have). The router asks it of every candidate config.
+//! - [`PathPattern::match_path`] extracts the captures, for the winner only. Where a
+//!   path can be split several ways (`{a}-{b}` on `x-y-z`), it picks the split a
+//!   backtracking regex would, `([^/]+)-([^/]+)`: every variable part as long as the
+//!   rest allows, in pattern order, so `a = x-y`. Failed states are remembered, so
+//!   hostile paths cannot make it exponential.
+//!
+//! The property tests hold this matcher to the regex semantics it replaced, on
+//! generated patterns and paths.
 
 use std::collections::HashSet;
 
-use regex::Regex;
-
-/// Regex for one non-empty path segment.
-const SEGMENT: &str = "[^/]+";
-
-/// A parsed and compiled path pattern.
+/// A parsed path pattern, ready to match.
 #[derive(Debug, Clone)]
 pub struct PathPattern {
     source: String,
-    regex: Regex,
+    segments: Box<[Segment]>,
     captures: Vec<String>,
 }
 
@@ -90,25 +96,28 @@ pub enum PatternError {
         /// The second capture's name.
         second: String,
     },
-    /// The compiled regex exceeded the regex engine's size limits.
-    #[error("pattern is too complex to compile: {0}")]
-    TooComplex(String),
 }
 
 /// One parsed segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     /// `**`: zero or more whole segments.
     Globstar,
     /// `*`: exactly one non-empty segment.
     AnyOne,
+    /// A segment that is literal text only (the common case: a plain comparison).
+    Literal(Box<str>),
     /// Literals, captures and in-segment `*`s.
-    Parts(Vec<Part>),
+    Parts(Box<[Part]>),
 }
 
 /// A piece of a non-glob segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
-    Literal(String),
-    Capture(String),
+    Literal(Box<str>),
+    /// The capture's index in [`PathPattern::captures`]; at least one character.
+    Capture(usize),
+    /// Any run of characters, possibly empty.
     Star,
 }
 
@@ -140,11 +149,9 @@ impl PathPattern {
             }
             segments.push(segment);
         }
-        let regex =
-            Regex::new(&compile(&segments)).map_err(|e| PatternError::TooComplex(e.to_string()))?;
         Ok(PathPattern {
             source: pattern.to_owned(),
-            regex,
+            segments: segments.into(),
             captures,
         })
     }
@@ -159,17 +166,287 @@ impl PathPattern {
         &self.captures
     }
 
-    /// Matches the whole `path`; returns the captured values in [`captures`](Self::captures) order.
-    pub fn match_path<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
-        if self.captures.is_empty() {
-            return self.regex.is_match(path).then(Vec::new);
+    /// Whether the whole `path` matches. Allocates nothing.
+    pub fn is_match(&self, path: &str) -> bool {
+        let segs = &self.segments[..];
+        let (mut si, mut pos) = (0, start(path));
+        // The last `**` seen: the segment after it, and where it resumes in the path.
+        let mut star: Option<(usize, Option<usize>)> = None;
+        loop {
+            if let Some(Segment::Globstar) = segs.get(si) {
+                si += 1;
+                star = Some((si, pos));
+                continue;
+            }
+            match (segs.get(si), pos) {
+                (None, None) => return true,
+                (Some(seg), Some(p)) => {
+                    let (text, next) = segment_at(path, p);
+                    if seg.matches(text) {
+                        si += 1;
+                        pos = next;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            // Mismatch: let the last `**` absorb one more (non-empty) segment.
+            match star {
+                Some((after, Some(p))) => {
+                    let (text, next) = segment_at(path, p);
+                    if text.is_empty() {
+                        return false;
+                    }
+                    star = Some((after, next));
+                    si = after;
+                    pos = next;
+                }
+                _ => return false,
+            }
         }
-        let caps = self.regex.captures(path)?;
-        // Every capture group is mandatory (none sits inside a `**` group), so all are set.
-        (1..=self.captures.len())
-            .map(|i| caps.get(i).map(|m| m.as_str()))
-            .collect()
     }
+
+    /// Matches the whole `path`; returns the captured values in
+    /// [`captures`](Self::captures) order.
+    pub fn match_path<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
+        if !self.is_match(path) {
+            return None;
+        }
+        let mut values = vec![""; self.captures.len()];
+        if !self.captures.is_empty() {
+            let mut failed = Failed::default();
+            let found = capture_segments(
+                &self.segments,
+                0,
+                start(path),
+                path,
+                &mut values,
+                &mut failed,
+            );
+            debug_assert!(
+                found,
+                "is_match and capture extraction disagree on {path:?}"
+            );
+            if !found {
+                return None;
+            }
+        }
+        Some(values)
+    }
+}
+
+/// Where the first segment of `path` starts; an empty path has no segments.
+fn start(path: &str) -> Option<usize> {
+    (!path.is_empty()).then_some(0)
+}
+
+/// The segment of `path` starting at byte `p`, and where the next one starts.
+fn segment_at(path: &str, p: usize) -> (&str, Option<usize>) {
+    match path[p..].find('/') {
+        Some(i) => (&path[p..p + i], Some(p + i + 1)),
+        None => (&path[p..], None),
+    }
+}
+
+impl Segment {
+    /// Whether this (non-`**`) segment matches one path segment.
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            Segment::Globstar => unreachable!("handled by the caller"),
+            Segment::AnyOne => !text.is_empty(),
+            Segment::Literal(l) => **l == *text,
+            Segment::Parts(parts) => parts_match(parts, text.as_bytes()),
+        }
+    }
+}
+
+/// The wildcard algorithm over one segment: literals compare, a star takes any run of
+/// characters, a capture at least one. On a mismatch only the last variable part grows,
+/// one character at a time (positions stay on character boundaries: literals begin and
+/// end on them).
+fn parts_match(parts: &[Part], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    // The last variable part: the part after it, and where it would end if one longer.
+    let mut back: Option<(usize, usize)> = None;
+    loop {
+        match parts.get(pi) {
+            None if si == s.len() => return true,
+            Some(Part::Star) => {
+                pi += 1;
+                back = Some((pi, si));
+                continue;
+            }
+            Some(Part::Capture(_)) if si < s.len() => {
+                si += char_len(s[si]);
+                pi += 1;
+                back = Some((pi, si));
+                continue;
+            }
+            Some(Part::Literal(l)) if s[si..].starts_with(l.as_bytes()) => {
+                si += l.len();
+                pi += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match back {
+            Some((after, end)) if end < s.len() => {
+                let end = end + char_len(s[end]);
+                back = Some((after, end));
+                pi = after;
+                si = end;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The length of the UTF-8 character that starts with byte `b`.
+fn char_len(b: u8) -> usize {
+    match b {
+        0xF0.. => 4,
+        0xE0.. => 3,
+        0xC0.. => 2,
+        _ => 1,
+    }
+}
+
+/// Failed (segment or part, position) states of one capture extraction. Real patterns
+/// settle in a few steps; only after [`Failed::BUDGET`] steps (a hostile path) are
+/// failures remembered, which bounds the search by states instead of paths through them.
+#[derive(Default)]
+struct Failed {
+    steps: u32,
+    states: std::collections::HashSet<(usize, usize)>,
+}
+
+impl Failed {
+    const BUDGET: u32 = 256;
+
+    /// Counts a step; whether `state` already failed.
+    fn known(&mut self, state: (usize, usize)) -> bool {
+        self.steps = self.steps.saturating_add(1);
+        self.steps > Self::BUDGET && self.states.contains(&state)
+    }
+
+    fn remember(&mut self, state: (usize, usize)) {
+        if self.steps > Self::BUDGET {
+            self.states.insert(state);
+        }
+    }
+}
+
+/// Captures over segments, `**` taking as many segments as the rest allows (a greedy
+/// regex's choice). `si` indexes the pattern, `pos` the path.
+fn capture_segments<'p>(
+    segs: &[Segment],
+    si: usize,
+    pos: Option<usize>,
+    path: &'p str,
+    out: &mut [&'p str],
+    failed: &mut Failed,
+) -> bool {
+    let Some(seg) = segs.get(si) else {
+        return pos.is_none();
+    };
+    let key = (si, pos.unwrap_or(path.len() + 1));
+    if failed.known(key) {
+        return false;
+    }
+    let found = match seg {
+        Segment::Globstar => {
+            // Every place the absorbed segments could end, tried longest first.
+            let mut ends = vec![pos];
+            let mut at = pos;
+            while let Some(p) = at {
+                let (text, next) = segment_at(path, p);
+                if text.is_empty() {
+                    break;
+                }
+                ends.push(next);
+                at = next;
+            }
+            ends.iter()
+                .rev()
+                .any(|&end| capture_segments(segs, si + 1, end, path, out, failed))
+        }
+        seg => match pos {
+            None => false,
+            Some(p) => {
+                let (text, next) = segment_at(path, p);
+                let here = match seg {
+                    // The common `{name}` segment: all of it.
+                    Segment::Parts(parts) if matches!(**parts, [Part::Capture(_)]) => {
+                        if let [Part::Capture(i)] = **parts {
+                            out[i] = text;
+                        }
+                        !text.is_empty()
+                    }
+                    Segment::Parts(parts) => {
+                        let mut part_failed = Failed::default();
+                        capture_parts(parts, 0, text, 0, out, &mut part_failed)
+                    }
+                    other => other.matches(text),
+                };
+                here && capture_segments(segs, si + 1, next, path, out, failed)
+            }
+        },
+    };
+    if !found {
+        failed.remember(key);
+    }
+    found
+}
+
+/// Captures within one segment: each variable part as long as the rest allows, in
+/// pattern order, on character boundaries.
+fn capture_parts<'p>(
+    parts: &[Part],
+    pi: usize,
+    text: &'p str,
+    at: usize,
+    out: &mut [&'p str],
+    failed: &mut Failed,
+) -> bool {
+    let Some(part) = parts.get(pi) else {
+        return at == text.len();
+    };
+    if failed.known((pi, at)) {
+        return false;
+    }
+    let found = match part {
+        Part::Literal(l) => {
+            text[at..].starts_with(&**l)
+                && capture_parts(parts, pi + 1, text, at + l.len(), out, failed)
+        }
+        Part::Star | Part::Capture(_) => {
+            let min = usize::from(matches!(part, Part::Capture(_)));
+            // Ends on character boundaries, longest first.
+            let mut found = false;
+            let ends = text[at..]
+                .char_indices()
+                .rev()
+                .map(|(i, c)| i + c.len_utf8())
+                .chain(std::iter::once(0));
+            for len in ends {
+                if len < min {
+                    continue;
+                }
+                if capture_parts(parts, pi + 1, text, at + len, out, failed) {
+                    if let Part::Capture(i) = part {
+                        out[*i] = &text[at..at + len];
+                    }
+                    found = true;
+                    break;
+                }
+            }
+            found
+        }
+    };
+    if !found {
+        failed.remember((pi, at));
+    }
+    found
 }
 
 impl std::fmt::Display for PathPattern {
@@ -220,15 +497,15 @@ fn parse_segment(
                 if literal.is_empty() {
                     if let Some(Part::Capture(first)) = parts.last() {
                         return Err(PatternError::AdjacentCaptures {
-                            first: first.clone(),
+                            first: captures[*first].clone(),
                             second: name.to_owned(),
                         });
                     }
                 } else {
-                    parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    parts.push(Part::Literal(std::mem::take(&mut literal).into()));
                 }
+                parts.push(Part::Capture(captures.len()));
                 captures.push(name.to_owned());
-                parts.push(Part::Capture(name.to_owned()));
             }
             '}' => {
                 return Err(PatternError::StrayBrace {
@@ -242,17 +519,20 @@ fn parse_segment(
                     });
                 }
                 if !literal.is_empty() {
-                    parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    parts.push(Part::Literal(std::mem::take(&mut literal).into()));
                 }
                 parts.push(Part::Star);
             }
             other => literal.push(other),
         }
     }
-    if !literal.is_empty() {
-        parts.push(Part::Literal(literal));
+    if parts.is_empty() {
+        return Ok(Segment::Literal(literal.into()));
     }
-    Ok(Segment::Parts(parts))
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal.into()));
+    }
+    Ok(Segment::Parts(parts.into()))
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`.
@@ -260,52 +540,6 @@ fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Builds the anchored regex source. Captures become the numbered groups, in order;
-/// everything else is non-capturing.
-fn compile(segments: &[Segment]) -> String {
-    let mut re = String::from(r"\A");
-    // Whether a `/` must precede the next segment (false at the start, and right
-    // after a leading `**`, whose regex already ends in `/`).
-    let mut need_sep = false;
-    for (index, segment) in segments.iter().enumerate() {
-        let last = index + 1 == segments.len();
-        match segment {
-            Segment::Globstar if !need_sep && last => {
-                // The whole pattern is `**`: any sequence of segments, even none.
-                re.push_str(&format!("(?:{SEGMENT}(?:/{SEGMENT})*)?"));
-            }
-            Segment::Globstar if !need_sep => {
-                re.push_str(&format!("(?:{SEGMENT}/)*"));
-            }
-            Segment::Globstar => {
-                re.push_str(&format!("(?:/{SEGMENT})*"));
-            }
-            Segment::AnyOne => {
-                if need_sep {
-                    re.push('/');
-                }
-                re.push_str(SEGMENT);
-                need_sep = true;
-            }
-            Segment::Parts(parts) => {
-                if need_sep {
-                    re.push('/');
-                }
-                for part in parts {
-                    match part {
-                        Part::Literal(text) => re.push_str(&regex::escape(text)),
-                        Part::Capture(_) => re.push_str(&format!("({SEGMENT})")),
-                        Part::Star => re.push_str("[^/]*"),
-                    }
-                }
-                need_sep = true;
-            }
-        }
-    }
-    re.push_str(r"\z");
-    re
 }
 
 #[cfg(test)]

@@ -312,3 +312,170 @@ proptest! {
         prop_assert_eq!(pat.match_path(&defanged).is_some(), defanged == text);
     }
 }
+
+/// The regex semantics the matcher replaced, kept as the reference it is held to: each
+/// pattern compiled into one anchored regex, captures as numbered groups.
+mod reference {
+    use super::super::{Part, PathPattern, Segment};
+
+    const SEGMENT: &str = "[^/]+";
+
+    pub fn regex(pattern: &PathPattern) -> regex::Regex {
+        let segments = &pattern.segments;
+        let mut re = String::from(r"\A");
+        let mut need_sep = false;
+        for (index, segment) in segments.iter().enumerate() {
+            let last = index + 1 == segments.len();
+            match segment {
+                Segment::Globstar if !need_sep && last => {
+                    re.push_str(&format!("(?:{SEGMENT}(?:/{SEGMENT})*)?"))
+                }
+                Segment::Globstar if !need_sep => re.push_str(&format!("(?:{SEGMENT}/)*")),
+                Segment::Globstar => re.push_str(&format!("(?:/{SEGMENT})*")),
+                Segment::AnyOne => {
+                    if need_sep {
+                        re.push('/');
+                    }
+                    re.push_str(SEGMENT);
+                    need_sep = true;
+                }
+                Segment::Literal(text) => {
+                    if need_sep {
+                        re.push('/');
+                    }
+                    re.push_str(&regex::escape(text));
+                    need_sep = true;
+                }
+                Segment::Parts(parts) => {
+                    if need_sep {
+                        re.push('/');
+                    }
+                    for part in parts.iter() {
+                        match part {
+                            Part::Literal(text) => re.push_str(&regex::escape(text)),
+                            Part::Capture(_) => re.push_str(&format!("({SEGMENT})")),
+                            Part::Star => re.push_str("[^/]*"),
+                        }
+                    }
+                    need_sep = true;
+                }
+            }
+        }
+        re.push_str(r"\z");
+        regex::Regex::new(&re).unwrap()
+    }
+
+    /// What the regex version returned.
+    pub fn match_path<'p>(pattern: &PathPattern, path: &'p str) -> Option<Vec<&'p str>> {
+        let caps = regex(pattern).captures(path)?;
+        Some(
+            (1..=pattern.captures().len())
+                .map(|i| caps.get(i).unwrap().as_str())
+                .collect(),
+        )
+    }
+}
+
+/// Pattern segments built from a small alphabet, so generated paths often match.
+fn pattern_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => Just("**".to_string()),
+        2 => Just("*".to_string()),
+        4 => "[ab.é-]{1,3}",
+        6 => proptest::collection::vec(
+            prop_oneof![Just("{}".to_string()), Just("*".to_string()), "[ab.é-]{1,2}"],
+            1..4
+        )
+        .prop_map(|parts| parts.concat()),
+    ]
+}
+
+/// Names the `{}` placeholders `c0`, `c1`, ... so the pattern parses.
+fn name_captures(segments: Vec<String>) -> String {
+    let mut n = 0;
+    let joined = segments.join("/");
+    let mut out = String::new();
+    let mut rest = joined.as_str();
+    while let Some(i) = rest.find("{}") {
+        out.push_str(&rest[..i]);
+        out.push_str(&format!("{{c{n}}}"));
+        n += 1;
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// On generated patterns and paths over one alphabet, the matcher agrees with the
+    /// regex it replaced: whether it matches, and what each capture holds.
+    #[test]
+    fn the_matcher_agrees_with_the_regex_semantics(
+        segments in proptest::collection::vec(pattern_segment(), 1..5),
+        path in "[ab.é/-]{0,14}",
+    ) {
+        let source = name_captures(segments);
+        // Adjacent captures and the like are refused by both versions alike.
+        if let Ok(pattern) = PathPattern::parse(&source) {
+            let expected = reference::match_path(&pattern, &path);
+            prop_assert_eq!(pattern.is_match(&path), expected.is_some(), "{} on {:?}", source, path);
+            prop_assert_eq!(pattern.match_path(&path), expected, "{} on {:?}", source, path);
+        }
+    }
+
+    /// Paths built to match (segments of the pattern filled in) agree too: the case the
+    /// random paths above hit least.
+    #[test]
+    fn filled_in_paths_agree_with_the_regex_semantics(
+        segments in proptest::collection::vec(pattern_segment(), 1..5),
+        fill in proptest::collection::vec("[ab.é-]{1,3}", 12),
+        extra in 0usize..3,
+    ) {
+        let source = name_captures(segments.clone());
+        if let Ok(pattern) = PathPattern::parse(&source) {
+            let mut k = 0;
+            let mut take = || { k += 1; fill[k % fill.len()].clone() };
+            let mut path_segments = Vec::new();
+            for seg in &segments {
+                match seg.as_str() {
+                    "**" => for _ in 0..extra { path_segments.push(take()) },
+                    "*" => path_segments.push(take()),
+                    other => path_segments.push(other.replace("{}", &take()).replace('*', &take())),
+                }
+            }
+            let path = path_segments.join("/");
+            let expected = reference::match_path(&pattern, &path);
+            prop_assert_eq!(pattern.match_path(&path), expected, "{} on {:?}", source, path);
+        }
+    }
+}
+
+#[test]
+fn the_greedy_split_of_the_regex_is_kept() {
+    // `([^/]+)-([^/]+)`: the first capture takes as much as the rest allows.
+    assert_eq!(p("{a}-{b}").match_path("x-y-z"), Some(vec!["x-y", "z"]));
+    assert_eq!(p("*-{b}").match_path("x-y-z"), Some(vec!["z"]));
+    assert_eq!(p("{a}*").match_path("é"), Some(vec!["é"]));
+    assert_eq!(p("*{a}").match_path("éé"), Some(vec!["é"]));
+    // Captures take whole characters: two of them need two.
+    assert_eq!(p("{a}*{b}").match_path("é"), None);
+    assert!(!p("{a}*{b}").is_match("é"));
+    assert_eq!(p("{a}*{b}").match_path("éa"), Some(vec!["é", "a"]));
+    // `**` absorbs as many segments as it can.
+    assert_eq!(p("**/{x}/**").match_path("a/b/c"), Some(vec!["c"]));
+}
+
+#[test]
+fn hostile_paths_stay_cheap() {
+    let pattern = p("*a*a*a*a*a*a*a*a*b");
+    let path = "a".repeat(5000);
+    assert!(!pattern.is_match(&path));
+    assert_eq!(pattern.match_path(&path), None);
+    let deep = p("**/{x}/**/{y}/**/z");
+    let path = vec!["s"; 3000].join("/");
+    assert_eq!(deep.match_path(&path), None);
+    let path = format!("{path}/z");
+    assert_eq!(deep.match_path(&path).map(|v| v.len()), Some(2));
+}
