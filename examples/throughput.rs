@@ -1,0 +1,269 @@
+//! The throughput bench's helper (`scripts/bench-throughput.sh` drives it; not a product
+//! subcommand):
+//!
+//! ```text
+//! throughput configs FILE CONTAINERS PER_CONTAINER   write a config file for the worker
+//! throughput preload N                               N Event Grid events into BLOB_EVENTS
+//! throughput forward CONCURRENCY                     the do-nothing forwarder, until drained
+//! throughput wait-drained CONSUMER                   time until CONSUMER has nothing left
+//! throughput reset                                   delete the streams (the next run starts clean)
+//! ```
+//!
+//! The **forwarder** is the yardstick: a durable pull consumer on `BLOB_EVENTS`; each
+//! message is published again (its bytes padded to the size of the worker's routed
+//! envelope for the same event, so both write the same bytes) with a `Nats-Msg-Id`,
+//! its PubAck awaited, then the input acked: the worker's delivery guarantees, without
+//! the routing. Events go to the containers of the generated configs, each matched by
+//! the last of its container's configs (the others are tried first and do not match).
+//! `$NATS_URL` names the server.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde_json::json;
+
+const INPUT: &str = "BLOB_EVENTS";
+const ROUTED: &str = "BLOB_ROUTED";
+const DLQ: &str = "BLOB_DLQ";
+
+fn url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The config documents: `containers` containers with `per` configs each; the last of
+/// each container matches every event the preload sends there.
+fn configs(containers: usize, per: usize) -> Vec<serde_json::Value> {
+    let mut docs = Vec::with_capacity(containers * per);
+    for c in 0..containers {
+        for k in 0..per {
+            let pattern = if k + 1 == per {
+                "results/{plantation_id}/{crop}/{batch_id}.json".to_string()
+            } else {
+                format!("other-{k}/{{a}}/**/*.csv")
+            };
+            docs.push(json!({
+                "_id": format!("cfg-{c}-{k}"),
+                "priority": per - k,
+                "version": 1,
+                "ingestion": {"mode": "blob_trigger", "landing_container": format!("container-{c}"),
+                              "path_pattern": {"pattern": pattern}}
+            }));
+        }
+    }
+    docs
+}
+
+/// Event `n` of the preload, for one of `containers` containers.
+fn event(n: u64, containers: u64) -> Vec<u8> {
+    let c = n % containers;
+    serde_json::to_vec(&json!({
+        "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/bench",
+        "subject": format!("/blobServices/default/containers/container-{c}/blobs/results/plantation-{}/tea/batch-{n}.json", n % 97),
+        "eventType": "Microsoft.Storage.BlobCreated",
+        "id": format!("bench-{n}"),
+        "data": {"api": "PutBlob", "eTag": "0x8DC73F1B2E4A9C1", "contentType": "application/json",
+                 "contentLength": 18234, "blobType": "BlockBlob",
+                 "url": format!("https://bench.blob.core.windows.net/container-{c}/results/{n}.json")},
+        "dataVersion": "", "metadataVersion": "1", "eventTime": "2026-11-20T10:00:00.0000000Z"
+    }))
+    .expect("event serializes")
+}
+
+async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
+    for (name, subjects) in [
+        (INPUT, "blob.events.>"),
+        (ROUTED, "blob.routed.>"),
+        (DLQ, "blob.dlq.>"),
+    ] {
+        js.get_or_create_stream(stream::Config {
+            name: name.into(),
+            subjects: vec![subjects.into()],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("stream {name}"))?;
+    }
+    Ok(())
+}
+
+async fn preload(js: &jetstream::Context, n: u64, containers: u64) -> anyhow::Result<()> {
+    ensure_streams(js).await?;
+    let started = Instant::now();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let pending = js
+            .publish(
+                format!("blob.events.bench.{}", i % 4),
+                event(i, containers).into(),
+            )
+            .await?;
+        acks.push(std::future::IntoFuture::into_future(pending));
+        while acks.len() >= 4096 {
+            acks.next().await.expect("non-empty")?;
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    eprintln!(
+        "preloaded {n} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Bytes the worker's routed envelope adds to an event of this preload (measured with the
+/// library: envelope of the parsed event, minus the raw bytes).
+fn envelope_padding(containers: u64) -> usize {
+    use blob_router::config::SourceConfig;
+    let body = event(0, containers);
+    let record = blob_router::event::parse(&body, None)
+        .remove(0)
+        .expect("a created event");
+    let doc = &configs(1, 1)[0];
+    let config = SourceConfig::from_value(doc, "blob.routed").expect("valid config");
+    let metadata = vec![
+        ("plantation_id".to_string(), "plantation-0".to_string()),
+        ("crop".to_string(), "tea".to_string()),
+        ("batch_id".to_string(), "batch-0".to_string()),
+    ];
+    let envelope =
+        blob_router::output::Envelope::new(&config, &metadata, &record.event, &record.raw)
+            .to_bytes();
+    envelope.len().saturating_sub(body.len())
+}
+
+async fn forward(
+    js: &jetstream::Context,
+    concurrency: usize,
+    containers: u64,
+) -> anyhow::Result<()> {
+    let padding = vec![b' '; envelope_padding(containers)];
+    let stream = js.get_stream(INPUT).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            "forwarder",
+            pull::Config {
+                durable_name: Some("forwarder".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                max_ack_pending: 1024,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let total = consumer.cached_info().num_pending;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .messages()
+        .await?;
+    let started = Instant::now();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut done = 0u64;
+    while done < total {
+        let permit = permits.clone().acquire_owned().await?;
+        let msg = messages.next().await.context("consumer ended")??;
+        let js = js.clone();
+        let mut body = Vec::with_capacity(msg.payload.len() + padding.len());
+        body.extend_from_slice(&msg.payload);
+        body.extend_from_slice(&padding);
+        tasks.spawn(async move {
+            let mut h = HeaderMap::new();
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            h.insert("Nats-Msg-Id", format!("fwd-{seq}").as_str());
+            let ack = js
+                .publish_with_headers("blob.routed.forwarded", h, body.into())
+                .await?
+                .await;
+            if ack.is_ok() {
+                msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+            }
+            drop(permit);
+            anyhow::Ok(())
+        });
+        done += 1;
+        while let Some(r) = tasks.try_join_next() {
+            r??;
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "forwarder {total} events in {secs:.2} s: {:.0}/s",
+        total as f64 / secs
+    );
+    Ok(())
+}
+
+/// Waits until `consumer` exists and has nothing pending or unacked; prints the time
+/// from its first delivery window (the call) to drained.
+async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let stream = js.get_stream(INPUT).await?;
+    let mut total = None;
+    loop {
+        if let Ok(mut c) = stream.get_consumer::<pull::Config>(consumer).await {
+            let info = c.info().await?;
+            total.get_or_insert(
+                info.num_pending + info.num_ack_pending as u64 + info.delivered.stream_sequence,
+            );
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence > 0
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = stream.clone().info().await?.state.messages;
+    println!(
+        "{consumer} {total} events in {secs:.2} s: {:.0}/s",
+        total as f64 / secs
+    );
+    Ok(())
+}
+
+async fn reset(js: &jetstream::Context) -> anyhow::Result<()> {
+    for name in [INPUT, ROUTED, DLQ] {
+        let _ = js.delete_stream(name).await;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let num = |i: usize, default: u64| arg(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let containers = std::env::var("BENCH_CONTAINERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100u64);
+    if arg(0) == Some("configs") {
+        let path = arg(1).context("configs FILE CONTAINERS PER_CONTAINER")?;
+        let docs = configs(num(2, 100) as usize, num(3, 10) as usize);
+        std::fs::write(path, serde_json::to_string(&docs)?)?;
+        eprintln!("wrote {} configs to {path}", docs.len());
+        return Ok(());
+    }
+    let js = jetstream::new(async_nats::connect(url()).await?);
+    match arg(0) {
+        Some("preload") => preload(&js, num(1, 100_000), containers).await,
+        Some("forward") => forward(&js, num(1, 64) as usize, containers).await,
+        Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
+        Some("reset") => reset(&js).await,
+        _ => anyhow::bail!(
+            "usage: throughput configs|preload|forward|wait-drained|reset (see the module doc)"
+        ),
+    }
+}
