@@ -45,6 +45,9 @@ pub struct Generation {
 #[derive(Default)]
 struct State {
     configs: HashMap<String, Arc<SourceConfig>>,
+    /// The ids of `configs` per container, so a change rebuilds its container's entry
+    /// without scanning every config.
+    by_container: HashMap<String, HashSet<String>>,
     refused: BTreeMap<String, ConfigError>,
     /// Bumped by every full reload; invalidates every container generation at once.
     epoch: u64,
@@ -75,9 +78,53 @@ impl State {
         &'a self,
         container: &'a str,
     ) -> impl Iterator<Item = &'a Arc<SourceConfig>> {
-        self.configs
-            .values()
-            .filter(move |c| c.container == container)
+        self.by_container
+            .get(container)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.configs.get(id))
+    }
+
+    /// Inserts or replaces a config; returns the one it replaced.
+    fn insert(&mut self, config: Arc<SourceConfig>) -> Option<Arc<SourceConfig>> {
+        let old = self.configs.insert(config.id.clone(), config.clone());
+        if let Some(old) = &old {
+            self.unlist(old);
+        }
+        self.by_container
+            .entry(config.container.clone())
+            .or_default()
+            .insert(config.id.clone());
+        old
+    }
+
+    /// Removes a config; returns it.
+    fn remove(&mut self, id: &str) -> Option<Arc<SourceConfig>> {
+        let old = self.configs.remove(id)?;
+        self.unlist(&old);
+        Some(old)
+    }
+
+    fn unlist(&mut self, config: &SourceConfig) {
+        if let Some(ids) = self.by_container.get_mut(&config.container) {
+            ids.remove(&config.id);
+            if ids.is_empty() {
+                self.by_container.remove(&config.container);
+            }
+        }
+    }
+
+    /// Replaces every config at once.
+    fn replace_all(&mut self, configs: HashMap<String, Arc<SourceConfig>>) {
+        let mut by_container: HashMap<String, HashSet<String>> = HashMap::new();
+        for c in configs.values() {
+            by_container
+                .entry(c.container.clone())
+                .or_default()
+                .insert(c.id.clone());
+        }
+        self.configs = configs;
+        self.by_container = by_container;
     }
 }
 
@@ -186,7 +233,7 @@ impl ConfigCache {
             Ok(config) => {
                 state.refused.remove(&config.id);
                 let config = Arc::new(config);
-                if let Some(old) = state.configs.insert(config.id.clone(), config.clone()) {
+                if let Some(old) = state.insert(config.clone()) {
                     touched.push(old.container.clone());
                 }
                 touched.push(config.container.clone());
@@ -194,7 +241,7 @@ impl ConfigCache {
             }
             Err(err) => {
                 ConfigRefused { error: &err }.emit(&self.metrics);
-                if let Some(old) = id.as_deref().and_then(|id| state.configs.remove(id)) {
+                if let Some(old) = id.as_deref().and_then(|id| state.remove(id)) {
                     touched.push(old.container.clone());
                 }
                 if let Some(c) = landing_container(doc) {
@@ -210,7 +257,7 @@ impl ConfigCache {
     pub fn delete(&self, id: &str) {
         let mut state = self.state.lock().expect("cache state lock");
         state.refused.remove(id);
-        if let Some(old) = state.configs.remove(id) {
+        if let Some(old) = state.remove(id) {
             self.changed(&mut state, vec![old.container.clone()]);
         }
     }
@@ -264,7 +311,12 @@ impl ConfigCache {
                 .keys()
                 .filter(|id| !next.contains_key(*id))
                 .count();
-        state.configs = next;
+        // Unchanged (the TTL resync's usual answer): the configs, and so the index, stay.
+        if drift > 0 {
+            state.replace_all(next);
+            self.index
+                .store(Arc::new(Index::build(state.configs.values())));
+        }
         state.refused = refused;
         state.epoch += 1;
         state.generations.clear();
@@ -274,8 +326,6 @@ impl ConfigCache {
             state.last_change_at = Some(now);
         }
         self.negative.store(Arc::new(HashSet::new()));
-        self.index
-            .store(Arc::new(Index::build(state.configs.values())));
         CacheReloaded {
             configs: state.configs.len(),
             changed: drift,
@@ -308,7 +358,7 @@ impl ConfigCache {
             .collect();
         let mut touched = Vec::new();
         for id in stale {
-            state.configs.remove(&id);
+            state.remove(&id);
             touched.push(container.to_string());
         }
         for doc in &docs {

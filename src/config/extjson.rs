@@ -26,7 +26,11 @@ pub fn doc_id(value: &Value) -> Option<String> {
 /// Unwraps the extended-JSON forms of the fields the model reads (`_id`, `priority`,
 /// `version`, `updated_at`), so such documents deserialize like plain JSON ones. Other
 /// fields are left as they are.
-pub(super) fn normalize(value: &Value) -> Value {
+pub(super) fn normalize(value: &Value) -> std::borrow::Cow<'_, Value> {
+    if !needs_normalizing(value) {
+        // The common case (plain JSON): read in place, no copy of the document.
+        return std::borrow::Cow::Borrowed(value);
+    }
     let mut value = value.clone();
     if let Value::Object(map) = &mut value {
         if let Some(id) = map.get_mut("_id") {
@@ -47,7 +51,19 @@ pub(super) fn normalize(value: &Value) -> Value {
             }
         }
     }
-    value
+    std::borrow::Cow::Owned(value)
+}
+
+/// Whether any field the model reads is in an extended-JSON form.
+fn needs_normalizing(value: &Value) -> bool {
+    let Some(map) = value.as_object() else {
+        return false;
+    };
+    map.get("_id").is_some_and(|id| oid_hex(id).is_some())
+        || ["priority", "version"]
+            .iter()
+            .any(|k| map.get(*k).is_some_and(|n| ext_int(n).is_some()))
+        || map.get("updated_at").is_some_and(|d| d.is_object())
 }
 
 /// `{"$oid": "<hex>"}` -> the hex string.
@@ -161,8 +177,10 @@ mod tests {
             "updated_at": {"$date": {"$numberLong": "1795168800000"}},
             "owner": {"$oid": "6740a1b2c3d4e5f601234568"},
         });
+        assert!(needs_normalizing(&doc));
+        assert!(!needs_normalizing(&json!({"_id": "a", "version": 3})));
         assert_eq!(
-            normalize(&doc),
+            *normalize(&doc),
             json!({
                 "_id": "6740a1b2c3d4e5f601234567",
                 "priority": 2,

@@ -130,7 +130,7 @@ pub struct ConfigError {
 /// the cache's "unchanged" check and the resync's drift count all read documents
 /// through here, so one stored document always reads as one `SourceConfigDoc`.
 pub fn parse_doc(value: &Value) -> Result<SourceConfigDoc, ConfigError> {
-    serde_json::from_value(extjson::normalize(value)).map_err(|e| ConfigError {
+    SourceConfigDoc::deserialize(&*extjson::normalize(value)).map_err(|e| ConfigError {
         id: doc_id(value),
         problems: vec![format!("document does not deserialize: {e}")],
     })
