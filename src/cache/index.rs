@@ -109,7 +109,11 @@ mod tests {
         for (i, (a, b)) in before.shards.iter().zip(&after.shards).enumerate() {
             assert_eq!(Arc::ptr_eq(a, b), i != changed, "shard {i}");
         }
-        assert_eq!(before.candidates("container-7").len(), 1, "readers keep theirs");
+        assert_eq!(
+            before.candidates("container-7").len(),
+            1,
+            "readers keep theirs"
+        );
         assert_eq!(after.candidates("container-7").len(), 2);
         after.set("container-7", []);
         assert!(after.candidates("container-7").is_empty());
