@@ -25,8 +25,10 @@ pub struct Index {
 
 impl Default for Index {
     fn default() -> Self {
+        // One empty shard shared by all: a writer's `make_mut` copies before changing one.
+        let empty = Arc::new(Shard::new());
         Index {
-            shards: vec![Arc::new(Shard::new()); SHARDS],
+            shards: std::iter::repeat_n(empty, SHARDS).collect(),
         }
     }
 }
