@@ -46,9 +46,19 @@ pub struct FileStore {
     origin: Origin,
     /// What the watcher diffs against; shared with `snapshot`, which also moves it.
     state: Arc<Mutex<State>>,
-    /// How long to wait for an editor to finish writing before reading the file.
+    /// How long to wait for a writer to finish before reading the file: see [`DEBOUNCE`].
     debounce: Duration,
 }
+
+/// The wait between a change event and the read. Editors, `kubectl`-mounted ConfigMaps
+/// and careful tools replace the file by rename, complete at the first event; the wait
+/// is for writers that rewrite it in place, so that a read does not catch half a file.
+/// 15 ms covers a file written in a few calls and keeps a change visible in about 20 ms
+/// (`scripts/bench-change-visibility.sh`); a slower in-place writer can be read half
+/// done: a half that does not parse keeps the last good configs (and is reported until
+/// the rest arrives), a half that parses is replaced by the whole a moment later.
+/// Write config files by rename to avoid both.
+const DEBOUNCE: Duration = Duration::from_millis(15);
 
 impl FileStore {
     pub fn new(path: impl AsRef<Path>) -> Self {
@@ -66,7 +76,7 @@ impl FileStore {
         Self {
             origin,
             state: Arc::new(Mutex::new(State::default())),
-            debounce: Duration::from_millis(100),
+            debounce: DEBOUNCE,
         }
     }
 
