@@ -203,32 +203,42 @@ async fn forward(
     Ok(())
 }
 
-/// Waits until `consumer` exists and has nothing pending or unacked; prints the time
-/// from its first delivery window (the call) to drained.
+/// Longest wait for a consumer to drain before the bench gives up.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+
+/// Waits until `consumer` exists and has nothing pending or unacked; prints the rate of
+/// the messages it finished after the clock started (those done before the first look
+/// are not counted, so a head start does not flatter it).
 async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
+    let mut started = None;
     let stream = js.get_stream(INPUT).await?;
-    let mut total = None;
+    let total = stream.clone().info().await?.state.messages;
+    let mut done_before = 0;
     loop {
         if let Ok(mut c) = stream.get_consumer::<pull::Config>(consumer).await {
             let info = c.info().await?;
-            total.get_or_insert(
-                info.num_pending + info.num_ack_pending as u64 + info.delivered.stream_sequence,
-            );
-            if info.num_pending == 0
-                && info.num_ack_pending == 0
-                && info.delivered.stream_sequence > 0
-            {
+            if started.is_none() {
+                started = Some(Instant::now());
+                done_before = total.saturating_sub(info.num_pending + info.num_ack_pending as u64);
+            }
+            if info.num_pending == 0 && info.num_ack_pending == 0 {
                 break;
             }
         }
+        anyhow::ensure!(
+            started.is_none_or(|s| s.elapsed() < DRAIN_LIMIT),
+            "{consumer} did not drain within {DRAIN_LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let secs = started.elapsed().as_secs_f64();
-    let total = stream.clone().info().await?.state.messages;
+    let secs = started
+        .expect("set on the first look")
+        .elapsed()
+        .as_secs_f64();
+    let counted = total - done_before;
     println!(
-        "{consumer} {total} events in {secs:.2} s: {:.0}/s",
-        total as f64 / secs
+        "{consumer} {counted} events in {secs:.2} s: {:.0}/s",
+        counted as f64 / secs
     );
     Ok(())
 }

@@ -327,8 +327,9 @@ pub struct LoadgenArgs {
     /// How long to wait for outputs after the last publish before calling events missing.
     #[arg(long, env = "BLOB_ROUTER_LOADGEN_SETTLE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub settle: Duration,
-    /// Publishes awaiting their PubAck at once.
-    #[arg(long, env = "BLOB_ROUTER_LOADGEN_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    /// Publishes awaiting their PubAck at once (at most the NATS client's own bound of
+    /// 5,000, beyond which a send would wait for an ack nobody is collecting).
+    #[arg(long, env = "BLOB_ROUTER_LOADGEN_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub max_in_flight: u32,
     /// Also write the report as JSON to this file.
     #[arg(long, env = "BLOB_ROUTER_LOADGEN_REPORT")]

@@ -20,20 +20,26 @@ pub struct Match {
 
 /// First matching config for `event`, or `None` (a miss).
 pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
-    let winner = index
+    index
         .candidates(&event.container)
         .iter()
         .filter(|c| c.account.is_none() || c.account == event.account)
-        .find(|c| c.matches(&event.path))?;
-    // Captures are extracted for the winner only.
-    let fields = winner.match_path(&event.path)?;
-    Some(Match {
-        config: winner.clone(),
-        metadata: fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    })
+        .filter(|c| c.matches(&event.path))
+        .find_map(|winner| {
+            // Captures are extracted for the winner only.
+            let Some(fields) = winner.match_path(&event.path) else {
+                // The two halves of the matcher disagree: a bug, never a silent miss.
+                tracing::error!(config = %winner.id, path = %event.path, "pattern matched but yielded no captures; trying the next config");
+                return None;
+            };
+            Some(Match {
+                config: winner.clone(),
+                metadata: fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+        })
 }
 
 #[cfg(test)]

@@ -77,11 +77,15 @@ impl Index {
             .filter(|c| c.enabled && c.blob_trigger)
             .cloned()
             .collect();
-        let shard = Arc::make_mut(&mut self.shards[shard_of(container)]);
+        let slot = &mut self.shards[shard_of(container)];
         if list.is_empty() {
-            shard.remove(container);
+            // Copy the shard only when there is something to remove from it.
+            if slot.contains_key(container) {
+                Arc::make_mut(slot).remove(container);
+            }
             return;
         }
+        let shard = Arc::make_mut(slot);
         list.sort_by(|a, b| SourceConfig::order(a, b));
         shard.insert(container.to_string(), list.into());
     }

@@ -82,6 +82,8 @@ pub struct Summary {
     pub failed: u64,
     /// Messages of the stream that are not dead letters this worker wrote.
     pub unreadable: u64,
+    /// Dead letters counted at the start that were gone before they could be read.
+    pub unread: u64,
     pub by_reason: BTreeMap<String, u64>,
     pub by_container: BTreeMap<String, u64>,
     pub skipped_why: BTreeMap<String, u64>,
@@ -285,8 +287,9 @@ async fn current_configs(args: &ReplayArgs) -> anyhow::Result<Option<ConfigCache
 }
 
 /// With no dead letter for this long, the stream has been read to its end (the ones
-/// still counted as pending were deleted meanwhile, by another replay or a limit).
-const IDLE_END: Duration = Duration::from_secs(2);
+/// still counted as pending were deleted meanwhile, by another replay or a limit). The
+/// summary says how many were counted at the start but never read.
+const IDLE_END: Duration = Duration::from_secs(5);
 
 async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
     let evaluator = if args.dry_run {
@@ -452,6 +455,14 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
             done.unwrap_or_else(|e| Done::Failed(format!("replay task: {e}"))),
         );
     }
+    if read < pending && args.limit.is_none_or(|l| summary.selected < l) {
+        summary.unread = pending - read;
+        eprintln!(
+            "note: {} dead letters counted at the start were not there to read (deleted meanwhile, \
+             by another replay or a stream limit); run again to be sure nothing is left",
+            summary.unread
+        );
+    }
     progress.finish();
     // Bounded: the deletes and publishes above were all acknowledged already.
     let _ = tokio::time::timeout(Duration::from_secs(3), client.flush()).await;
@@ -564,6 +575,8 @@ impl Replayer {
         }
         match self.delete(seq).await {
             Ok(()) => Done::Replayed,
+            // Deleted first by a replay racing this one (which published too: one of the
+            // two copies was dropped as a duplicate).
             Err(DeleteError::Gone) => Done::AlreadyDeleted,
             Err(DeleteError::Failed(why)) => Done::Failed(format!(
                 "#{seq}: republished, but deleting the dead letter failed (a rerun within the \

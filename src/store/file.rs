@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -50,15 +51,16 @@ pub struct FileStore {
     debounce: Duration,
 }
 
-/// The wait between a change event and the read. Editors, `kubectl`-mounted ConfigMaps
-/// and careful tools replace the file by rename, complete at the first event; the wait
-/// is for writers that rewrite it in place, so that a read does not catch half a file.
-/// 15 ms covers a file written in a few calls and keeps a change visible in about 20 ms
-/// (`scripts/bench-change-visibility.sh`); a slower in-place writer can be read half
-/// done: a half that does not parse keeps the last good configs (and is reported until
-/// the rest arrives), a half that parses is replaced by the whole a moment later.
-/// Write config files by rename to avoid both.
+/// The wait between a change event and the read when the file was replaced (created,
+/// renamed into place: editors, `kubectl`-mounted ConfigMaps, careful tools). Such a file
+/// is complete at its first event; the short wait only gathers the events of one
+/// replacement into one read, and keeps a change visible in about 20 ms
+/// (`scripts/bench-change-visibility.sh`).
 const DEBOUNCE: Duration = Duration::from_millis(15);
+/// The wait when the file's data changed in place: a writer may still be writing, and a
+/// half-written list can parse (a config cut before its `path_pattern` would match more
+/// than it should), so give it time to finish.
+const IN_PLACE_DEBOUNCE: Duration = Duration::from_millis(100);
 
 impl FileStore {
     pub fn new(path: impl AsRef<Path>) -> Self {
@@ -240,9 +242,17 @@ impl ConfigStore for FileStore {
                     _ = tx.closed() => break,
                     ev = fs_rx.recv() => match ev { Some(ev) => ev, None => break },
                 };
+                let mut wait = debounce;
                 match event {
                     // Our own reads open the file; reacting to that would loop forever.
                     Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => continue,
+                    // Our file written in place: the writer may not be done.
+                    Ok(ev)
+                        if matches!(ev.kind, EventKind::Modify(ModifyKind::Data(_)))
+                            && ev.paths.contains(&path) =>
+                    {
+                        wait = wait.max(IN_PLACE_DEBOUNCE);
+                    }
                     // Anything else in the directory may be our file changing, directly,
                     // by rename, or by a symlink swap (Kubernetes ConfigMap volumes):
                     // re-read, and let the content hash tell whether it changed.
@@ -251,7 +261,7 @@ impl ConfigStore for FileStore {
                     Err(e) => tracing::warn!(error = %e, "config file watch error; re-reading"),
                 }
                 // Let the writer finish, then take whatever piled up meanwhile as one edit.
-                tokio::time::sleep(debounce).await;
+                tokio::time::sleep(wait).await;
                 while fs_rx.try_recv().is_ok() {}
                 let changes = match refresh(&path, &state) {
                     Ok(None) => continue,
