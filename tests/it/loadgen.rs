@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -14,31 +13,6 @@ use super::support::*;
 
 /// How long one loadgen process may take (publishing, then settling).
 const LOADGEN_LIMIT: Duration = Duration::from_secs(90);
-
-/// `blob-router <command> --nats-url <url>`, ready for more flags: logs at `warn`, no
-/// OTLP export, stdout and stderr piped, and killed (SIGKILL) if dropped, so a test that
-/// gives up leaves no process behind.
-fn operator_command(command: &str, nats_url: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_blob-router"));
-    cmd.arg(command)
-        .args(["--nats-url", nats_url])
-        .env("BLOB_ROUTER_LOG_LEVEL", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// A child's exit status and output, waited for at most `limit`; past that the test
-/// fails naming `what` (and the child, dropped, is killed).
-async fn finish(what: &str, child: tokio::process::Child, limit: Duration) -> Output {
-    match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(out) => out.unwrap(),
-        Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
 
 /// `loadgen --configs-out` for `containers` containers: the file, in `dir`.
 async fn generated_configs(nats: &NatsServer, dir: &Path, containers: u32) -> PathBuf {

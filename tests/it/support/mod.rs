@@ -6,6 +6,9 @@
 
 pub mod contract;
 pub mod mockdb;
+pub mod tools;
+
+pub use tools::{finish, operator_command};
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
