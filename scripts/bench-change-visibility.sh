@@ -11,33 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-10}"
 cargo build --release --quiet --bin blob-router
-NATS="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$NATS" -a 127.0.0.1 -p -1 -js -sd "$work/store" -l "$work/nats.log" &
-pids+=($!)
-for _ in $(seq 100); do
-    port="$(grep -o 'Listening for client connections on 127.0.0.1:[0-9]*' "$work/nats.log" 2>/dev/null | grep -o '[0-9]*$' || true)"
-    [ -n "$port" ] && break
-    sleep 0.05
-done
+. scripts/bench-lib.sh
+start_nats
 echo '[{"_id": "c0", "ingestion": {"mode": "blob_trigger", "landing_container": "c0"}}]' > "$work/configs.json"
-BLOB_ROUTER_LOG_LEVEL="warn,blob_router::http=info" target/release/blob-router run --nats-url "nats://127.0.0.1:$port" \
-    --configs "$work/configs.json" --http-addr 127.0.0.1:0 --log-format json 2> "$work/worker.log" &
-pids+=($!)
-for _ in $(seq 600); do
-    addr="$(grep -o '"addr":"[0-9.:]*"' "$work/worker.log" 2>/dev/null | head -1 | cut -d'"' -f4 || true)"
-    [ -n "$addr" ] && curl -sf "http://$addr/health/ready" >/dev/null 2>&1 && break
-    sleep 0.05
-done
+start_worker target/release/blob-router --configs "$work/configs.json"
 python3 - "$work" "$addr" "$ROUNDS" <<'PY'
 import json, os, sys, time, urllib.request
 work, addr, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def size():
-    with urllib.request.urlopen(f"http://{addr}/health/cache") as r:
+    with urllib.request.urlopen(f"http://{addr}/health/cache", timeout=5) as r:
         return json.load(r)["cache_size"]
 delays = []
 for n in range(1, rounds + 1):

@@ -17,23 +17,11 @@ CONTAINERS="${3:-100}"
 PER="${4:-10}"
 
 cargo build --release --quiet --bin blob-router --example throughput
-BIN=target/release/blob-router
+# BLOB_ROUTER_BIN measures another build of the worker (e.g. an older commit's).
+BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
 TOOL=target/release/examples/throughput
-NATS="${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$NATS" -a 127.0.0.1 -p -1 -js -sd "$work/store" -l "$work/nats.log" &
-pids+=($!)
-for _ in $(seq 100); do
-    port="$(grep -o 'Listening for client connections on 127.0.0.1:[0-9]*' "$work/nats.log" 2>/dev/null | grep -o '[0-9]*$' || true)"
-    [ -n "$port" ] && break
-    sleep 0.05
-done
-[ -n "$port" ] || { echo "nats-server did not start" >&2; cat "$work/nats.log" >&2; exit 1; }
+. scripts/bench-lib.sh
+start_nats
 export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
 echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs in $CONTAINERS containers"
 
@@ -48,16 +36,7 @@ echo "$forwarder"
 # 2. The worker, same events, same concurrency.
 "$TOOL" reset
 "$TOOL" preload "$EVENTS"
-BLOB_ROUTER_LOG_LEVEL="warn,blob_router::http=info" "$BIN" run --nats-url "$NATS_URL" --configs "$work/configs.json" \
-    --http-addr 127.0.0.1:0 --concurrency "$CONCURRENCY" --log-format json 2> "$work/worker.log" &
-pids+=($!)
-addr=""
-for _ in $(seq 600); do
-    addr="$(grep -o '"addr":"[0-9.:]*"' "$work/worker.log" 2>/dev/null | head -1 | cut -d'"' -f4 || true)"
-    [ -n "$addr" ] && curl -sf "http://$addr/health/ready" >/dev/null 2>&1 && break
-    sleep 0.05
-done
-curl -sf "http://$addr/health/ready" >/dev/null || { echo "worker never became ready" >&2; cat "$work/worker.log" >&2; exit 1; }
+start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
 worker="$("$TOOL" wait-drained blob-router)"
 echo "${worker/blob-router/worker}"
 
