@@ -28,7 +28,7 @@ use serde_json::Value;
 
 pub use index::Index;
 
-use crate::config::{doc_id, parse_doc, ConfigError, SourceConfig};
+use crate::config::{doc_id, parse_doc, stored_fingerprint, ConfigError, SourceConfig};
 use crate::store::{landing_container, Change};
 use crate::telemetry::events::{
     CacheChanged, CacheReloaded, ConfigRefused, FeedRestarted, FeedStatusChanged, InternalEvent,
@@ -62,7 +62,45 @@ struct State {
     feed_restarts: u64,
 }
 
+/// What [`State::compile`] made of a stored document.
+enum Compiled {
+    /// The document the cache already holds: its compiled config, unchanged.
+    Unchanged(Arc<SourceConfig>),
+    /// A new or changed document, compiled or refused.
+    New(Result<SourceConfig, ConfigError>),
+}
+
 impl State {
+    /// Compiles `doc` (whose `_id` is `id`) unless the cache holds that very document:
+    /// the same stored form is recognised by its stored fingerprint without being
+    /// deserialized (the TTL resync's common case), another form of the same document
+    /// (`$oid` against a hex string, say) by the fingerprint of what it parses to.
+    fn compile(&self, doc: &Value, id: Option<&str>, routed_prefix: &str) -> Compiled {
+        let existing = id.and_then(|id| self.configs.get(id));
+        let stored = stored_fingerprint(doc);
+        if let Some(existing) = existing.filter(|c| c.stored_fingerprint == Some(stored)) {
+            return Compiled::Unchanged(existing.clone());
+        }
+        let parsed = match parse_doc(doc) {
+            Ok(parsed) => parsed,
+            Err(err) => return Compiled::New(Err(err)),
+        };
+        let fingerprint = parsed.fingerprint();
+        if let Some(existing) = self
+            .configs
+            .get(&parsed.id)
+            .filter(|c| c.fingerprint == fingerprint)
+        {
+            return Compiled::Unchanged(existing.clone());
+        }
+        Compiled::New(
+            SourceConfig::from_doc(parsed, routed_prefix).map(|mut config| {
+                config.stored_fingerprint = Some(stored);
+                config
+            }),
+        )
+    }
+
     fn generation(&self, container: &str) -> Generation {
         Generation {
             epoch: self.epoch,
@@ -214,18 +252,10 @@ impl ConfigCache {
     /// Applies one document; returns the containers whose entries must be rebuilt.
     fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<String> {
         let id = doc_id(doc);
-        let compiled = match parse_doc(doc) {
-            // Compiled once per version: an identical document keeps its compiled config.
-            Ok(parsed)
-                if state
-                    .configs
-                    .get(&parsed.id)
-                    .is_some_and(|c| c.doc == parsed) =>
-            {
-                return Vec::new();
-            }
-            Ok(parsed) => SourceConfig::from_doc(parsed, &self.routed_prefix),
-            Err(err) => Err(err),
+        // Compiled once per version: an identical document keeps its compiled config.
+        let compiled = match state.compile(doc, id.as_deref(), &self.routed_prefix) {
+            Compiled::Unchanged(_) => return Vec::new(),
+            Compiled::New(result) => result,
         };
         let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
         let mut touched: Vec<String> = Vec::new();
@@ -270,16 +300,13 @@ impl ConfigCache {
         let mut refused = BTreeMap::new();
         for doc in &docs {
             let id = doc_id(doc);
-            let compiled = match parse_doc(doc) {
-                Ok(parsed) => match state.configs.get(&parsed.id).filter(|c| c.doc == parsed) {
-                    // Unchanged: keep the compiled config (and count no drift).
-                    Some(existing) => {
-                        next.insert(parsed.id, existing.clone());
-                        continue;
-                    }
-                    None => SourceConfig::from_doc(parsed, &self.routed_prefix),
-                },
-                Err(err) => Err(err),
+            let compiled = match state.compile(doc, id.as_deref(), &self.routed_prefix) {
+                // Unchanged: keep the compiled config (and count no drift).
+                Compiled::Unchanged(existing) => {
+                    next.insert(existing.id.clone(), existing);
+                    continue;
+                }
+                Compiled::New(result) => result,
             };
             match compiled {
                 Ok(c) => {

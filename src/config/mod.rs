@@ -14,15 +14,17 @@ pub use pattern::{PathPattern, PatternError};
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::hash::Hash;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use xxhash_rust::xxh3::Xxh3Default;
 
 /// The ingestion mode the router matches blob-created events against.
 pub const BLOB_TRIGGER_MODE: &str = "blob_trigger";
 
 /// The document as stored (serde model; Serialize too, for export).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceConfigDoc {
     /// Unique id; also the last token of the default route subject.
     #[serde(rename = "_id")]
@@ -47,7 +49,7 @@ pub struct SourceConfigDoc {
 }
 
 /// The `ingestion` section of a [`SourceConfigDoc`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ingestion {
     /// How blobs arrive; only `blob_trigger` configs are matched by the router.
     #[serde(default)]
@@ -67,7 +69,7 @@ pub struct Ingestion {
 }
 
 /// The `ingestion.path_pattern` section of a [`SourceConfigDoc`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PathPatternDoc {
     /// Pattern source text; see [`PathPattern`] for the language.
     #[serde(default)]
@@ -78,7 +80,7 @@ pub struct PathPatternDoc {
 }
 
 /// The `route` section of a [`SourceConfigDoc`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Route {
     /// NATS subject to publish to; absent means `<routed_prefix>.<_id>`.
     #[serde(default)]
@@ -108,8 +110,13 @@ pub struct SourceConfig {
     pub extract_fields: Vec<String>,
     /// Resolved route subject.
     pub subject: String,
-    /// What it was built from (for /health, export, drift comparison).
-    pub doc: SourceConfigDoc,
+    /// [`SourceConfigDoc::fingerprint`] of the document it was built from: the cache keeps
+    /// a compiled config while its document's fingerprint stays the same. A fingerprint,
+    /// not the document, so 100,000 configs do not hold a second copy of every string.
+    pub fingerprint: u128,
+    /// [`stored_fingerprint`] of the stored form it was built from, when built from one:
+    /// the TTL resync recognises an unchanged document by it without deserializing it.
+    pub stored_fingerprint: Option<u128>,
 }
 
 /// Why a document was refused; shown in logs and /health/cache.
@@ -136,10 +143,71 @@ pub fn parse_doc(value: &Value) -> Result<SourceConfigDoc, ConfigError> {
     })
 }
 
+impl SourceConfigDoc {
+    /// A 128-bit hash of every field: equal documents have equal fingerprints, and two
+    /// different ones colliding is as unlikely as a random 128-bit collision.
+    pub fn fingerprint(&self) -> u128 {
+        let mut hasher = Xxh3Default::new();
+        self.hash(&mut hasher);
+        hasher.digest128()
+    }
+}
+
+/// A 128-bit hash of a stored document exactly as stored (types, keys, values), without
+/// deserializing it: the same stored document always gives the same fingerprint, so the
+/// resync skips unchanged documents cheaply. Two forms of one document (an `$oid` `_id`
+/// and its hex string) differ here; [`SourceConfigDoc::fingerprint`] decides those.
+pub fn stored_fingerprint(value: &Value) -> u128 {
+    fn feed(value: &Value, h: &mut Xxh3Default) {
+        match value {
+            Value::Null => h.update(b"n"),
+            Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => {
+                    h.update(b"i");
+                    h.update(&i.to_le_bytes());
+                }
+                (None, Some(u), _) => {
+                    h.update(b"u");
+                    h.update(&u.to_le_bytes());
+                }
+                (None, None, f) => {
+                    h.update(b"f");
+                    h.update(&f.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+                }
+            },
+            Value::String(s) => {
+                h.update(b"s");
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            Value::Array(items) => {
+                h.update(b"[");
+                h.update(&(items.len() as u64).to_le_bytes());
+                items.iter().for_each(|v| feed(v, h));
+            }
+            Value::Object(map) => {
+                h.update(b"{");
+                h.update(&(map.len() as u64).to_le_bytes());
+                for (k, v) in map {
+                    h.update(&(k.len() as u64).to_le_bytes());
+                    h.update(k.as_bytes());
+                    feed(v, h);
+                }
+            }
+        }
+    }
+    let mut hasher = Xxh3Default::new();
+    feed(value, &mut hasher);
+    hasher.digest128()
+}
+
 impl SourceConfig {
     /// Validates and compiles one stored document ([`parse_doc`], then [`Self::from_doc`]).
     pub fn from_value(value: &Value, routed_prefix: &str) -> Result<SourceConfig, ConfigError> {
-        SourceConfig::from_doc(parse_doc(value)?, routed_prefix)
+        let mut config = SourceConfig::from_doc(parse_doc(value)?, routed_prefix)?;
+        config.stored_fingerprint = Some(stored_fingerprint(value));
+        Ok(config)
     }
 
     /// Validates and compiles a deserialized document, reporting all problems at once.
@@ -210,6 +278,7 @@ impl SourceConfig {
                 problems,
             });
         }
+        let fingerprint = doc.fingerprint();
         Ok(SourceConfig {
             id: doc.id.clone(),
             version: doc.version,
@@ -221,7 +290,8 @@ impl SourceConfig {
             pattern,
             extract_fields,
             subject,
-            doc,
+            fingerprint,
+            stored_fingerprint: None,
         })
     }
 

@@ -71,8 +71,10 @@ fn example_compiles_and_matches() {
         cfg.pattern.as_ref().map(PathPattern::as_str),
         Some("results/{plantation_id}/{crop}/{batch_id}.json")
     );
-    assert_eq!(cfg.doc.updated_at.as_deref(), Some("2026-11-20T10:00:00Z"));
-    assert_eq!(cfg.doc.ingestion.file_format.as_deref(), Some("json"));
+    let doc = parse_doc(&example()).unwrap();
+    assert_eq!(doc.updated_at.as_deref(), Some("2026-11-20T10:00:00Z"));
+    assert_eq!(doc.ingestion.file_format.as_deref(), Some("json"));
+    assert_eq!(cfg.fingerprint, doc.fingerprint());
     assert_eq!(
         cfg.match_path("results/plantation-7/tea/batch-0042.json"),
         Some(vec![
@@ -130,8 +132,9 @@ fn defaults_are_resolved() {
     assert!(cfg.pattern.is_none());
     assert!(cfg.extract_fields.is_empty());
     assert_eq!(cfg.subject, "blob.routed.m");
-    assert_eq!(cfg.doc.route, None);
-    assert_eq!(cfg.doc.updated_at, None);
+    let doc = parse_doc(&minimal("m")).unwrap();
+    assert_eq!(doc.route, None);
+    assert_eq!(doc.updated_at, None);
     // No pattern: every path matches, with no fields.
     assert_eq!(cfg.match_path("any/path/at/all.bin"), Some(vec![]));
 
@@ -396,9 +399,9 @@ fn oid_ids() {
     let mut v = minimal("x");
     v["_id"] = json!({ "$oid": hex });
     assert_eq!(doc_id(&v).as_deref(), Some(hex));
+    assert_eq!(parse_doc(&v).unwrap().id, hex);
     let cfg = build(v);
     assert_eq!(cfg.id, hex);
-    assert_eq!(cfg.doc.id, hex);
     assert_eq!(cfg.subject, format!("blob.routed.{hex}"));
 
     assert_eq!(doc_id(&minimal("plain")).as_deref(), Some("plain"));
@@ -413,20 +416,21 @@ fn extended_json_numbers_and_dates() {
     v["priority"] = json!({ "$numberLong": "7" });
     v["version"] = json!(4.0);
     v["updated_at"] = json!({ "$date": { "$numberLong": "1795168800000" } });
+    let doc = parse_doc(&v).unwrap();
+    assert_eq!(doc.updated_at.as_deref(), Some("2026-11-20T10:00:00Z"));
     let cfg = build(v);
     assert_eq!(cfg.priority, 7);
     assert_eq!(cfg.version, 4);
-    assert_eq!(cfg.doc.updated_at.as_deref(), Some("2026-11-20T10:00:00Z"));
 
     let mut v = minimal("x");
     v["version"] = json!({ "$numberInt": "2" });
     v["updated_at"] = json!({ "$date": "2026-11-20T10:00:00.123Z" });
-    let cfg = build(v);
-    assert_eq!(cfg.version, 2);
     assert_eq!(
-        cfg.doc.updated_at.as_deref(),
+        parse_doc(&v).unwrap().updated_at.as_deref(),
         Some("2026-11-20T10:00:00.123Z")
     );
+    let cfg = build(v);
+    assert_eq!(cfg.version, 2);
 
     let mut v = minimal("x");
     v["version"] = json!(1.5);
@@ -454,7 +458,18 @@ fn extended_json_numbers_and_dates() {
                 "ingestion": {"mode": "blob_trigger", "landing_container": "typed"},
                 "version": version, "priority": priority, "updated_at": updated_at
             });
-            assert_eq!(parse_doc(&typed).unwrap(), plain, "{typed}");
+            let parsed = parse_doc(&typed).unwrap();
+            assert_eq!(parsed, plain, "{typed}");
+            assert_eq!(parsed.fingerprint(), plain.fingerprint(), "{typed}");
+            // Stored forms differ, so their stored fingerprints do.
+            assert_ne!(
+                stored_fingerprint(&typed),
+                stored_fingerprint(&json!({
+                    "_id": "6740a1b2c3d4e5f601234567",
+                    "ingestion": {"mode": "blob_trigger", "landing_container": "typed"},
+                    "version": 7, "priority": 2, "updated_at": "2026-11-20T10:00:00Z"
+                }))
+            );
         }
     }
 }
@@ -478,11 +493,11 @@ fn ordering() {
 
 #[test]
 fn doc_round_trips_through_serde() {
-    let cfg = build(example());
-    let exported = serde_json::to_value(&cfg.doc).unwrap();
+    let doc = parse_doc(&example()).unwrap();
+    let exported = serde_json::to_value(&doc).unwrap();
     assert_eq!(exported["_id"], "qc-analyzer-results");
     let again: SourceConfigDoc = serde_json::from_value(exported).unwrap();
-    assert_eq!(again, cfg.doc);
+    assert_eq!(again, doc);
     let err = refuse(minimal(""));
     assert_eq!(
         serde_json::to_value(&err).unwrap(),
@@ -494,6 +509,55 @@ fn doc_round_trips_through_serde() {
 fn from_doc_matches_from_value() {
     let doc: SourceConfigDoc = serde_json::from_value(example()).unwrap();
     let cfg = SourceConfig::from_doc(doc.clone(), PREFIX).unwrap();
-    assert_eq!(cfg.doc, doc);
-    assert_eq!(cfg.doc, build(example()).doc);
+    assert_eq!(cfg.fingerprint, doc.fingerprint());
+    let from_value = build(example());
+    assert_eq!(cfg.fingerprint, from_value.fingerprint);
+    assert_eq!(cfg.stored_fingerprint, None);
+    assert_eq!(
+        from_value.stored_fingerprint,
+        Some(stored_fingerprint(&example()))
+    );
+}
+
+#[test]
+fn fingerprints_tell_documents_apart() {
+    let base = example();
+    let mut seen = HashSet::new();
+    assert!(seen.insert(stored_fingerprint(&base)));
+    // Any one field changed, a key renamed, a type changed: a new stored fingerprint
+    // and, where the parsed document differs, a new document fingerprint.
+    let variants = [
+        json!({"version": 4}),
+        json!({"priority": 1}),
+        json!({"enabled": false}),
+        json!({"route": {"subject": "ingest.other"}}),
+        json!({"updated_at": null}),
+    ];
+    let mut docs = HashSet::new();
+    docs.insert(parse_doc(&base).unwrap().fingerprint());
+    for change in variants {
+        let mut v = base.clone();
+        for (k, val) in change.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        assert!(seen.insert(stored_fingerprint(&v)), "{v}");
+        assert!(docs.insert(parse_doc(&v).unwrap().fingerprint()), "{v}");
+    }
+    // Same value, other JSON type: stored forms differ, the parsed documents do not.
+    let mut float = base.clone();
+    float["version"] = json!(3.0);
+    assert!(seen.insert(stored_fingerprint(&float)));
+    assert_eq!(
+        parse_doc(&float).unwrap().fingerprint(),
+        parse_doc(&base).unwrap().fingerprint()
+    );
+    // `["a","b"]` and `["ab"]` must not collide (lengths are hashed).
+    assert_ne!(
+        stored_fingerprint(&json!(["a", "b"])),
+        stored_fingerprint(&json!(["ab"]))
+    );
+    assert_ne!(
+        stored_fingerprint(&json!(1)),
+        stored_fingerprint(&json!(1.0))
+    );
 }

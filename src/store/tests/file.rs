@@ -30,19 +30,18 @@ fn documents_without_id_are_kept_for_the_cache_to_refuse() {
 
 #[test]
 fn diff_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
-    let old: Docs = [
-        ("a".into(), json!({"_id":"a","v":1})),
-        ("b".into(), json!({"_id":"b"})),
-    ]
-    .into_iter()
-    .collect();
-    let new: Docs = [
-        ("a".into(), json!({"_id":"a","v":2})),
-        ("c".into(), json!({"_id":"c"})),
-    ]
-    .into_iter()
-    .collect();
-    let changes = diff(&old, &new);
+    let docs = |list: Vec<(&str, serde_json::Value)>| -> Docs {
+        list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    };
+    let old = docs(vec![
+        ("a", json!({"_id":"a","v":1})),
+        ("b", json!({"_id":"b"})),
+    ]);
+    let new = docs(vec![
+        ("a", json!({"_id":"a","v":2})),
+        ("c", json!({"_id":"c"})),
+    ]);
+    let (changes, base) = diff(&fingerprints(&old), new.clone());
     assert_eq!(
         changes,
         vec![
@@ -51,7 +50,43 @@ fn diff_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
             Change::Delete("b".into()),
         ]
     );
-    assert!(diff(&new, &new).is_empty());
+    assert_eq!(base, fingerprints(&new));
+    assert!(diff(&base, new).0.is_empty());
+}
+
+#[tokio::test]
+async fn the_snapshot_after_the_watch_opens_reuses_its_read_and_a_later_one_reads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    std::fs::write(&path, r#"[{"_id": "a"}]"#).unwrap();
+    let store = FileStore::new(&path);
+    let _feed = store.watch().await.unwrap();
+    assert!(store.state.lock().unwrap().primed.is_some());
+    assert_eq!(store.snapshot().await.unwrap(), vec![json!({"_id": "a"})]);
+    assert!(store.state.lock().unwrap().primed.is_none(), "taken once");
+    // A primed read whose bytes no longer match the file is not used.
+    store.state.lock().unwrap().primed = Some((0, Docs::new()));
+    assert_eq!(store.snapshot().await.unwrap(), vec![json!({"_id": "a"})]);
+}
+
+#[tokio::test]
+async fn a_forced_read_of_a_broken_file_answers_from_the_last_good_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "- {_id: a, ingestion: {landing_container: c1}}\n- {_id: b, ingestion: {landing_container: c2}}\n",
+    )
+    .unwrap();
+    let store = FileStore::new(&path);
+    let _feed = store.watch().await.unwrap();
+    std::fs::write(&path, "- {_id: [broken\n").unwrap();
+    let docs = store.read_container("c2").await.unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["_id"], "b");
+    // Without a good read before, the error stands.
+    let fresh = FileStore::new(&path);
+    assert!(fresh.read_container("c2").await.is_err());
 }
 
 #[test]
