@@ -191,7 +191,10 @@ impl Pipeline {
                     .metrics()
                     .record_latency(started.elapsed().as_secs_f64());
             }
-            Err(e) => self.failed(&msg, &input, delivered, "publish failed", &e).await,
+            Err(e) => {
+                self.failed(&msg, &input, delivered, "publish failed", &e)
+                    .await
+            }
         }
     }
 

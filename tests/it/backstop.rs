@@ -233,7 +233,10 @@ async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
         Some("max_deliveries_exceeded")
     );
     let detail = dead[0].header("Blob-Router-Detail").unwrap();
-    assert!(detail.contains("silent.qc") && detail.contains("time"), "{detail}");
+    assert!(
+        detail.contains("silent.qc") && detail.contains("time"),
+        "{detail}"
+    );
     // Each of the three deliveries tried the publish once.
     for _ in 0..3 {
         tokio::time::timeout(Duration::from_secs(5), silent.next())
@@ -263,10 +266,16 @@ async fn an_oversized_input_is_dead_lettered_unparsed_with_its_bytes() {
     );
     assert_eq!(wait_outputs(&js, 2, Duration::from_secs(10)).await, (1, 1));
     let dead = read_all(&js, "BLOB_DLQ").await;
-    assert_eq!(dead[0].header("Blob-Router-Reason"), Some("oversized_event"));
+    assert_eq!(
+        dead[0].header("Blob-Router-Reason"),
+        Some("oversized_event")
+    );
     assert_eq!(dead[0].payload, big, "the original bytes");
     let detail = dead[0].header("Blob-Router-Detail").unwrap();
-    assert!(detail.contains("6000") && detail.contains("4000"), "{detail}");
+    assert!(
+        detail.contains("6000") && detail.contains("4000"),
+        "{detail}"
+    );
     assert_eq!(
         worker
             .metric("blob_router_dead_letters_total{reason=\"oversized_event\"}")
