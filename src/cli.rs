@@ -208,6 +208,21 @@ pub struct RunArgs {
     /// How long shutdown may take to finish in-flight messages.
     #[arg(long, env = "BLOB_ROUTER_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "20s")]
     pub shutdown_timeout: Duration,
+    /// Deliveries of one input message at most. A message still failing on its last one
+    /// (its outputs cannot be stored) is dead-lettered `max_deliveries_exceeded` and acked.
+    #[arg(long, env = "BLOB_ROUTER_MAX_DELIVER", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_deliver: i64,
+    /// Delays before a failed message is redelivered (comma-separated): the n-th after
+    /// delivery n, the last one repeated.
+    #[arg(long, env = "BLOB_ROUTER_RETRY_BACKOFF", value_delimiter = ',', value_parser = humantime::parse_duration, default_value = "500ms,1s,2s,4s,8s,16s,30s")]
+    pub retry_backoff: Vec<Duration>,
+    /// How long to wait for the PubAck of one output before retrying the message.
+    #[arg(long, env = "BLOB_ROUTER_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub publish_timeout: Duration,
+    /// Input messages larger than this (bytes) are dead-lettered `oversized_event`
+    /// without being parsed.
+    #[arg(long, env = "BLOB_ROUTER_MAX_EVENT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_event_bytes: u64,
 }
 
 impl RunArgs {
@@ -217,6 +232,8 @@ impl RunArgs {
             durable: self.nats.consumer.clone(),
             max_ack_pending: self.max_ack_pending,
             ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            retry_backoff: self.retry_backoff.clone(),
         }
     }
 }
@@ -551,5 +568,54 @@ mod tests {
             panic!("run expected")
         };
         assert!(!run.nats.create_streams);
+    }
+
+    #[test]
+    fn delivery_flags() {
+        let cli = Cli::try_parse_from(["blob-router", "run"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(run.max_deliver, 20);
+        assert_eq!(run.retry_backoff.len(), 7);
+        assert_eq!(run.retry_backoff[6], Duration::from_secs(30));
+        assert_eq!(run.max_event_bytes, 1024 * 1024);
+        let cli = Cli::try_parse_from([
+            "blob-router",
+            "run",
+            "--retry-backoff",
+            "50ms,2s",
+            "--max-deliver",
+            "3",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(
+            run.retry_backoff,
+            [Duration::from_millis(50), Duration::from_secs(2)]
+        );
+        assert_eq!(run.consumer().max_deliver, 3);
+        let err = Cli::try_parse_from(["blob-router", "run", "--max-deliver", "0"]).unwrap_err();
+        assert!(err.to_string().contains("max-deliver"), "{err}");
+    }
+
+    #[test]
+    fn replay_selects_the_backstop_reasons() {
+        let cli = Cli::try_parse_from([
+            "blob-router",
+            "replay",
+            "--reason",
+            "max_deliveries_exceeded,oversized_event",
+        ])
+        .unwrap();
+        let Command::Replay(replay) = cli.command else {
+            panic!("replay expected")
+        };
+        assert_eq!(
+            replay.reasons,
+            [Reason::MaxDeliveriesExceeded, Reason::OversizedEvent]
+        );
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! De-duplication keys are stable across redeliveries of one input, so a message redone
 //! after a crash or a failed PubAck is stored once: a routed event is
-//! `<event id>:<source id>`, a dead letter `dlq:<input stream>:<input seq>:<body hash>:<record>`.
+//! `<event id>:<source id>`, a dead letter `dlq:<input stream>:<input seq>:<body hash>:<record>`
+//! (`message` in place of the record for a dead letter of the whole message).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -52,16 +53,23 @@ pub enum Reason {
     NoStreamForSubject,
     /// JetStream refused the routed message for good (e.g. larger than max payload).
     PublishRejected,
+    /// The message failed on every delivery the consumer allows (`--max-deliver`): its
+    /// outputs could not be stored (a full stream, a publish timeout, the source away).
+    MaxDeliveriesExceeded,
+    /// The message is larger than `--max-event-bytes`; it was not parsed.
+    OversizedEvent,
 }
 
 impl Reason {
     /// Every reason, for metric registration and exhaustive tests.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 7] = [
         Reason::MalformedEvent,
         Reason::UnsupportedEventType,
         Reason::NoMatchingConfig,
         Reason::NoStreamForSubject,
         Reason::PublishRejected,
+        Reason::MaxDeliveriesExceeded,
+        Reason::OversizedEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +79,8 @@ impl Reason {
             Reason::NoMatchingConfig => "no_matching_config",
             Reason::NoStreamForSubject => "no_stream_for_subject",
             Reason::PublishRejected => "publish_rejected",
+            Reason::MaxDeliveriesExceeded => "max_deliveries_exceeded",
+            Reason::OversizedEvent => "oversized_event",
         }
     }
 
@@ -187,16 +197,42 @@ pub struct InputMessage<'a> {
     pub received_at: SystemTime,
 }
 
-/// `Nats-Msg-Id` of the dead letter of record `idx` of `input`: stable across
-/// redeliveries; distinct for a recreated input stream (sequences restart) or another
-/// deployment sharing the dead-letter stream; and a replayed event that fails again is
-/// a new input, so it gets a new dead letter.
-pub fn dead_letter_msg_id(input: &InputMessage<'_>, idx: usize) -> String {
+/// What of an input a dead letter stands for: one record, or the whole message (an
+/// oversized one, or one given up after its last delivery). It is the last field of the
+/// dead letter's `Nats-Msg-Id`, so the whole-message dead letter never collides with a
+/// record's, and `replay` (which drops that field) still puts the input back once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Record(usize),
+    Message,
+}
+
+impl From<usize> for Part {
+    fn from(idx: usize) -> Self {
+        Part::Record(idx)
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Record(idx) => write!(f, "{idx}"),
+            Part::Message => f.write_str("message"),
+        }
+    }
+}
+
+/// `Nats-Msg-Id` of the dead letter of `part` (a record index, or the whole message) of
+/// `input`: stable across redeliveries; distinct for a recreated input stream (sequences
+/// restart) or another deployment sharing the dead-letter stream; and a replayed event
+/// that fails again is a new input, so it gets a new dead letter.
+pub fn dead_letter_msg_id(input: &InputMessage<'_>, part: impl Into<Part>) -> String {
     format!(
-        "dlq:{}:{}:{:016x}:{idx}",
+        "dlq:{}:{}:{:016x}:{}",
         input.stream,
         input.stream_seq,
-        xxhash_rust::xxh3::xxh3_64(input.payload)
+        xxhash_rust::xxh3::xxh3_64(input.payload),
+        part.into()
     )
 }
 
@@ -206,7 +242,7 @@ pub fn dead_letter_msg_id(input: &InputMessage<'_>, idx: usize) -> String {
 /// `Nats-Expected-Stream` must not make every dead-letter publish fail.
 pub fn dead_letter_headers(
     input: &InputMessage<'_>,
-    idx: usize,
+    part: impl Into<Part>,
     reason: Reason,
     detail: &str,
     event_id: Option<&str>,
@@ -220,7 +256,7 @@ pub fn dead_letter_headers(
             }
         }
     }
-    h.insert(headers::MSG_ID, dead_letter_msg_id(input, idx).as_str());
+    h.insert(headers::MSG_ID, dead_letter_msg_id(input, part).as_str());
     h.insert(headers::REASON, reason.as_str());
     h.insert(headers::DETAIL, header_safe(detail).as_str());
     h.insert(headers::ORIGINAL_SUBJECT, input.subject);

@@ -6,7 +6,14 @@
 //! whole message is redone, and the stable `Nats-Msg-Id` of every output (see
 //! [`crate::output`]) makes JetStream drop the copies it already has. Outcomes are
 //! counted only when the input is acked, so a redelivery is not counted twice either.
+//!
+//! Bounded, whatever the input: a message over `--max-event-bytes` is dead-lettered
+//! unparsed; the outputs of one message await their PubAcks at most [`PUBLISH_WINDOW`]
+//! at a time; and a message that fails on its last allowed delivery (`--max-deliver`) is
+//! dead-lettered `max_deliveries_exceeded` with its last error, then acked. If even that
+//! dead letter fails it is left unacked (the server delivers it no more) and counted.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -16,18 +23,32 @@ use async_nats::jetstream::{AckKind, Message};
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
 use crate::event::{self, BlobEvent, ParsedRecord};
-use crate::nats::consumer::retry_delay;
+use crate::nats::consumer::DeliveryPolicy;
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
-use crate::output::{self, headers, Envelope, InputMessage, Reason};
+use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
 use crate::router::{self, Match};
 use crate::store::StoreError;
-use crate::telemetry::events::{InternalEvent, MessageRetried};
+use crate::telemetry::events::{InternalEvent, MessageAbandoned, MessageRetried};
+use crate::telemetry::Chain;
+
+/// Outputs of one message awaiting their PubAck at once. The client holds one permit
+/// per PubAck awaited, so the publishing context needs `concurrency * PUBLISH_WINDOW`
+/// of them: then no handler ever waits for a permit another one holds.
+pub const PUBLISH_WINDOW: usize = 64;
+
+/// A message with many records tells the server every this many outputs that it is
+/// still being worked on, so `ack_wait` does not hand it to another replica meanwhile.
+const PROGRESS_EVERY: usize = 4096;
 
 pub struct Pipeline {
     pub cache: Arc<ConfigCache>,
     pub resolver: MissResolver,
     pub publisher: Publisher,
     pub dlq_prefix: String,
+    /// Nak delays and the last delivery, as the consumer has them.
+    pub delivery: DeliveryPolicy,
+    /// Larger inputs are dead-lettered `oversized_event` without being parsed.
+    pub max_event_bytes: usize,
 }
 
 /// Where one record of a message is going. Plans live briefly in a per-message Vec;
@@ -38,19 +59,37 @@ enum Plan {
     Dead(DeadLetterPlan),
 }
 
-/// A record to dead-letter: why, the detail for humans, and the event id when known.
+/// A record (or the whole message) to dead-letter: why, the detail for humans, and the
+/// event id when known.
 struct DeadLetterPlan {
     reason: Reason,
     detail: String,
     event_id: Option<String>,
+    /// Stands for the whole message rather than record `idx`.
+    whole: bool,
 }
 
 impl DeadLetterPlan {
-    /// The dead letter's headers, for record `idx` of `input`.
+    /// A dead letter of the whole message.
+    fn message(reason: Reason, detail: String) -> Self {
+        Self {
+            reason,
+            detail,
+            event_id: None,
+            whole: true,
+        }
+    }
+
+    /// The dead letter's headers, for record `idx` of `input` (or all of it).
     fn headers(&self, input: &InputMessage<'_>, idx: usize) -> async_nats::HeaderMap {
+        let part = if self.whole {
+            Part::Message
+        } else {
+            Part::Record(idx)
+        };
         output::dead_letter_headers(
             input,
-            idx,
+            part,
             self.reason,
             &self.detail,
             self.event_id.as_deref(),
@@ -98,40 +137,46 @@ impl Pipeline {
             .map(|v| v.as_str());
 
         let mut plans = Vec::new();
-        for record in event::parse(&msg.payload, event_type) {
-            let plan = match record {
-                Err(e) => Plan::Dead(DeadLetterPlan {
-                    reason: Reason::from(&e.error),
-                    detail: e.error.to_string(),
-                    event_id: e.event_id,
-                }),
-                Ok(record) => match self.route(&record.event).await {
-                    Ok(Some(m)) => Plan::Route { m, record },
-                    Ok(None) => Plan::Dead(DeadLetterPlan {
-                        reason: Reason::NoMatchingConfig,
-                        detail: format!(
-                            "no enabled config for container `{}` matches path `{}`",
-                            record.event.container, record.event.path
-                        ),
-                        event_id: Some(record.event.id.clone()),
+        if msg.payload.len() > self.max_event_bytes {
+            plans.push(Plan::Dead(DeadLetterPlan::message(
+                Reason::OversizedEvent,
+                format!(
+                    "message of {} bytes is over --max-event-bytes {}; not parsed",
+                    msg.payload.len(),
+                    self.max_event_bytes
+                ),
+            )));
+        } else {
+            for record in event::parse(&msg.payload, event_type) {
+                let plan = match record {
+                    Err(e) => Plan::Dead(DeadLetterPlan {
+                        reason: Reason::from(&e.error),
+                        detail: e.error.to_string(),
+                        event_id: e.event_id,
+                        whole: false,
                     }),
-                    Err(e) => {
-                        MessageRetried {
-                            seq: stream_seq,
-                            delivered,
-                            why: "config source unavailable on a miss",
-                            error: &*e,
+                    Ok(record) => match self.route(&record.event).await {
+                        Ok(Some(m)) => Plan::Route { m, record },
+                        Ok(None) => Plan::Dead(DeadLetterPlan {
+                            reason: Reason::NoMatchingConfig,
+                            detail: format!(
+                                "no enabled config for container `{}` matches path `{}`",
+                                record.event.container, record.event.path
+                            ),
+                            event_id: Some(record.event.id.clone()),
+                            whole: false,
+                        }),
+                        Err(e) => {
+                            let why = "config source unavailable on a miss";
+                            return self.failed(&msg, &input, delivered, why, &*e).await;
                         }
-                        .emit(self.cache.metrics());
-                        self.nak(&msg, delivered).await;
-                        return;
-                    }
-                },
-            };
-            plans.push(plan);
+                    },
+                };
+                plans.push(plan);
+            }
         }
 
-        match self.publish_all(&input, plans).await {
+        match self.publish_all(&msg, &input, plans).await {
             Ok(tally) => {
                 if let Err(e) = msg.ack().await {
                     // Redelivery will republish; de-duplication keeps outputs single.
@@ -147,15 +192,63 @@ impl Pipeline {
                     .record_latency(started.elapsed().as_secs_f64());
             }
             Err(e) => {
-                MessageRetried {
-                    seq: stream_seq,
-                    delivered,
-                    why: "publish failed",
-                    error: &e,
-                }
-                .emit(self.cache.metrics());
-                self.nak(&msg, delivered).await;
+                self.failed(&msg, &input, delivered, "publish failed", &e)
+                    .await
             }
+        }
+    }
+
+    /// The message failed (`why`, `error`): nak it for a later retry, or, on its last
+    /// delivery, dead-letter it whole as `max_deliveries_exceeded` and ack it. If that
+    /// dead letter fails too, the message is left unacked: the server delivers it no
+    /// more, so this happens (and is logged) once per message.
+    async fn failed(
+        &self,
+        msg: &Message,
+        input: &InputMessage<'_>,
+        delivered: i64,
+        why: &'static str,
+        error: &(dyn std::error::Error + Send + Sync + 'static),
+    ) {
+        let metrics = self.cache.metrics();
+        if !self.delivery.is_last(delivered) {
+            MessageRetried {
+                seq: input.stream_seq,
+                delivered,
+                why,
+                error,
+            }
+            .emit(metrics);
+            self.nak(msg, delivered).await;
+            return;
+        }
+        let failure = format!("{why}: {}", Chain(error));
+        let dead = DeadLetterPlan::message(
+            Reason::MaxDeliveriesExceeded,
+            format!("failed on delivery {delivered}, the last: {failure}"),
+        );
+        match self.dead_letter_again(input, 0, &dead).await {
+            Ok(()) => {
+                tracing::warn!(
+                    seq = input.stream_seq,
+                    delivered,
+                    failure = %failure,
+                    "message failed on its last delivery; dead-lettered as max_deliveries_exceeded"
+                );
+                if let Err(e) = msg.ack().await {
+                    tracing::warn!(error = %e, seq = input.stream_seq, "ack failed");
+                    return;
+                }
+                metrics.counters.dead_letters[Reason::MaxDeliveriesExceeded.index()]
+                    .fetch_add(1, Relaxed);
+            }
+            Err(e) => MessageAbandoned {
+                seq: input.stream_seq,
+                delivered,
+                failure: &failure,
+                error: &e,
+            }
+            .emit(metrics),
         }
     }
 
@@ -174,25 +267,36 @@ impl Pipeline {
     /// Hands the message back for redelivery after a growing delay.
     async fn nak(&self, msg: &Message, delivered: i64) {
         if let Err(e) = msg
-            .ack_with(AckKind::Nak(Some(retry_delay(delivered))))
+            .ack_with(AckKind::Nak(Some(self.delivery.retry_delay(delivered))))
             .await
         {
             tracing::warn!(error = %e, "nak failed; the message returns after ack_wait");
         }
     }
 
-    /// Sends every output at once, then waits for all PubAcks. A routed event whose
-    /// subject no stream captures (or that JetStream refuses for good) is dead-lettered
-    /// in a second round. Any transient failure fails the whole message.
+    /// Sends the outputs, [`PUBLISH_WINDOW`] awaiting their PubAck at a time. A routed
+    /// event whose subject no stream captures (or that JetStream refuses for good) is
+    /// dead-lettered in a second round. Any transient failure fails the whole message.
     async fn publish_all(
         &self,
+        msg: &Message,
         input: &InputMessage<'_>,
         plans: Vec<Plan>,
     ) -> Result<Tally, PublishFailure> {
         let mut tally = Tally::default();
-        let mut sent: Vec<Sent<'_>> = Vec::with_capacity(plans.len());
+        let mut sent: VecDeque<Sent<'_>> = VecDeque::with_capacity(plans.len().min(PUBLISH_WINDOW));
         let mut redirects: Vec<Redirect> = Vec::new();
         for (idx, plan) in plans.iter().enumerate() {
+            if sent.len() == PUBLISH_WINDOW {
+                if let Some(out) = sent.pop_front() {
+                    self.settle(out, &mut tally, &mut redirects).await?;
+                }
+            }
+            if idx > 0 && idx % PROGRESS_EVERY == 0 {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "progress ack failed");
+                }
+            }
             let (subject, hdrs, payload) = match plan {
                 Plan::Route { m, record } => (
                     m.config.subject.clone(),
@@ -206,7 +310,7 @@ impl Pipeline {
                 ),
             };
             match self.publisher.send(&subject, hdrs, payload).await {
-                Ok(pending) => sent.push(Sent {
+                Ok(pending) => sent.push_back(Sent {
                     idx,
                     subject,
                     pending,
@@ -215,17 +319,28 @@ impl Pipeline {
                 Err(failure) => redirects.push(redirect(plan, idx, failure)?),
             }
         }
-        for out in sent {
-            match self.publisher.confirm(&out.subject, out.pending).await {
-                Ok(()) => tally.count(out.plan),
-                Err(failure) => redirects.push(redirect(out.plan, out.idx, failure)?),
-            }
+        while let Some(out) = sent.pop_front() {
+            self.settle(out, &mut tally, &mut redirects).await?;
         }
         for r in redirects {
             self.dead_letter_again(input, r.idx, &r.dead).await?;
             tally.dead(r.dead.reason);
         }
         Ok(tally)
+    }
+
+    /// Waits for one output's PubAck: counted, or to be dead-lettered in the second round.
+    async fn settle<'p>(
+        &self,
+        out: Sent<'p>,
+        tally: &mut Tally,
+        redirects: &mut Vec<Redirect>,
+    ) -> Result<(), PublishFailure> {
+        match self.publisher.confirm(&out.subject, out.pending).await {
+            Ok(()) => tally.count(out.plan),
+            Err(failure) => redirects.push(redirect(out.plan, out.idx, failure)?),
+        }
+        Ok(())
     }
 
     /// Second-round dead letter. If even the original bytes cannot be stored (an input
@@ -282,17 +397,20 @@ fn redirect(plan: &Plan, idx: usize, failure: PublishFailure) -> Result<Redirect
                 m.config.id
             ),
             event_id: Some(record.event.id.clone()),
+            whole: false,
         },
         (Plan::Route { m, record }, PublishFailure::Rejected(why)) => DeadLetterPlan {
             reason: Reason::PublishRejected,
             detail: format!("routing to `{}` was refused: {why}", m.config.subject),
             event_id: Some(record.event.id.clone()),
+            whole: false,
         },
         // Too large to store with our headers: the second round truncates it.
         (Plan::Dead(dead), PublishFailure::Rejected(_)) => DeadLetterPlan {
             reason: dead.reason,
             detail: dead.detail.clone(),
             event_id: dead.event_id.clone(),
+            whole: dead.whole,
         },
         (Plan::Dead(_), no_stream @ PublishFailure::NoStream(_)) => {
             return Err(PublishFailure::transient(

@@ -1,6 +1,14 @@
-//! The input side: the durable pull consumer all replicas share. Explicit acks plus a
-//! bounded `max_ack_pending` are the backpressure: the server stops handing out messages
-//! while that many are unacknowledged, however many replicas pull.
+//! The input side: the durable pull consumer all replicas share, and its delivery policy.
+//! Explicit acks plus a bounded `max_ack_pending` are the backpressure: the server stops
+//! handing out messages while that many are unacknowledged, however many replicas pull.
+//!
+//! Retries: a message that fails is nak'ed with a delay from `--retry-backoff` (the
+//! pipeline picks it by the delivery count); one whose worker died comes back after
+//! `ack_wait`. Either way the server counts the delivery, and `max_deliver` bounds them:
+//! on the last one the pipeline dead-letters a failing message instead of naking it. The
+//! consumer's own `backoff` list is left empty on purpose: JetStream applies it only to
+//! ack-wait expiries and sets `ack_wait` to its first entry, which would redeliver a
+//! message still being worked on after half a second.
 
 use std::time::Duration;
 
@@ -14,19 +22,117 @@ pub struct ConsumerSettings {
     pub durable: String,
     pub max_ack_pending: i64,
     pub ack_wait: Duration,
+    /// Deliveries of one message at most (the first one included).
+    pub max_deliver: i64,
+    /// Nak delays: entry `n - 1` after delivery `n`, the last one repeated.
+    pub retry_backoff: Vec<Duration>,
 }
 
-/// Gets the durable consumer, creating it on first use. An existing consumer keeps its
-/// configuration (replicas may run different versions during a rollout); a difference
-/// in the settings that matter is logged.
+/// How a failing message is retried, as the running consumer has it.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// Deliveries at most; the server's value, which wins over the flag if the two differ
+    /// (an existing consumer JetStream would not update). `None`: unlimited.
+    pub max_deliver: Option<i64>,
+    retry_backoff: Vec<Duration>,
+}
+
+impl DeliveryPolicy {
+    pub fn new(max_deliver: i64, retry_backoff: Vec<Duration>) -> Self {
+        Self {
+            max_deliver: (max_deliver > 0).then_some(max_deliver),
+            retry_backoff,
+        }
+    }
+
+    /// Delay before a message nak'ed after its `delivered`-th delivery comes back.
+    pub fn retry_delay(&self, delivered: i64) -> Duration {
+        let idx = usize::try_from(delivered.max(1) - 1).unwrap_or(usize::MAX);
+        self.retry_backoff
+            .get(idx)
+            .or(self.retry_backoff.last())
+            .copied()
+            .unwrap_or(DEFAULT_RETRY)
+    }
+
+    /// Whether `delivered` is the last delivery the server makes: a failure now is final.
+    pub fn is_last(&self, delivered: i64) -> bool {
+        self.max_deliver.is_some_and(|max| delivered >= max)
+    }
+}
+
+/// Nak delay when no schedule is given.
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+
+/// One setting where the existing consumer and the flags disagree.
+#[derive(Debug, PartialEq, Eq)]
+struct Difference {
+    field: &'static str,
+    existing: String,
+    requested: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} (flags: {})",
+            self.field, self.existing, self.requested
+        )
+    }
+}
+
+/// The settings the flags own that `existing` does not have.
+fn differences(
+    existing: &jetstream::consumer::Config,
+    settings: &ConsumerSettings,
+) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut cmp = |field, existing: String, requested: String| {
+        if existing != requested {
+            out.push(Difference {
+                field,
+                existing,
+                requested,
+            });
+        }
+    };
+    cmp(
+        "max_deliver",
+        existing.max_deliver.to_string(),
+        settings.max_deliver.to_string(),
+    );
+    cmp(
+        "ack_wait",
+        format!("{:?}", existing.ack_wait),
+        format!("{:?}", settings.ack_wait),
+    );
+    cmp(
+        "max_ack_pending",
+        existing.max_ack_pending.to_string(),
+        settings.max_ack_pending.to_string(),
+    );
+    cmp(
+        "backoff",
+        format!("{:?}", existing.backoff),
+        "[]".to_string(),
+    );
+    out
+}
+
+/// Gets the durable consumer, creating it on first use. An existing consumer whose
+/// `max_deliver`, `ack_wait`, `max_ack_pending` or `backoff` differ from the flags is
+/// updated (JetStream allows editing these); if the server refuses, each difference is
+/// logged and the existing settings stay, and the returned policy follows the server.
 pub async fn durable(
     js: &jetstream::Context,
     settings: &ConsumerSettings,
-) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+) -> anyhow::Result<(jetstream::consumer::Consumer<pull::Config>, DeliveryPolicy)> {
     let stream = js
         .get_stream(&settings.stream)
         .await
         .with_context(|| format!("input stream {}", settings.stream))?;
+    let name = || format!("consumer {} on {}", settings.durable, settings.stream);
     let consumer = stream
         .get_or_create_consumer(
             &settings.durable,
@@ -35,39 +141,113 @@ pub async fn durable(
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 max_ack_pending: settings.max_ack_pending,
                 ack_wait: settings.ack_wait,
+                max_deliver: settings.max_deliver,
                 ..Default::default()
             },
         )
         .await
-        .with_context(|| format!("consumer {} on {}", settings.durable, settings.stream))?;
-    let cached = consumer.cached_info();
-    if cached.config.max_ack_pending != settings.max_ack_pending {
-        tracing::warn!(
-            existing = cached.config.max_ack_pending,
-            requested = settings.max_ack_pending,
-            "durable consumer exists with another max_ack_pending; keeping the existing one"
-        );
-    }
-    Ok(consumer)
-}
-
-/// Delay before a nak'ed message comes back: doubles per delivery, capped.
-pub fn retry_delay(delivered: i64) -> Duration {
-    let exp = delivered.clamp(1, 7) - 1;
-    Duration::from_millis(500 * (1u64 << exp)).min(Duration::from_secs(30))
+        .with_context(name)?;
+    let existing = consumer.cached_info().config.clone();
+    let diffs = differences(&existing, settings);
+    let consumer = if diffs.is_empty() {
+        consumer
+    } else {
+        let shown = diffs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let update = jetstream::consumer::Config {
+            max_deliver: settings.max_deliver,
+            ack_wait: settings.ack_wait,
+            max_ack_pending: settings.max_ack_pending,
+            backoff: Vec::new(),
+            ..existing
+        };
+        match stream.create_consumer(update).await {
+            Ok(_) => {
+                tracing::info!(differences = %shown, "updated the existing durable consumer to the flags");
+                stream
+                    .get_consumer(&settings.durable)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .with_context(name)?
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    differences = %shown,
+                    "the existing durable consumer differs from the flags and JetStream refused to update it; keeping its settings"
+                );
+                consumer
+            }
+        }
+    };
+    let policy = DeliveryPolicy::new(
+        consumer.cached_info().config.max_deliver,
+        settings.retry_backoff.clone(),
+    );
+    Ok((consumer, policy))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::retry_delay;
-    use std::time::Duration;
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
 
     #[test]
-    fn retry_delay_grows_and_is_capped() {
-        assert_eq!(retry_delay(1), Duration::from_millis(500));
-        assert_eq!(retry_delay(2), Duration::from_secs(1));
-        assert!(retry_delay(5) > retry_delay(4));
-        assert_eq!(retry_delay(100), Duration::from_secs(30));
-        assert_eq!(retry_delay(0), Duration::from_millis(500));
+    fn the_schedule_is_followed_then_its_last_delay_repeats() {
+        let p = DeliveryPolicy::new(5, vec![ms(500), ms(1000), ms(30_000)]);
+        assert_eq!(p.retry_delay(0), ms(500));
+        assert_eq!(p.retry_delay(1), ms(500));
+        assert_eq!(p.retry_delay(2), ms(1000));
+        assert_eq!(p.retry_delay(3), ms(30_000));
+        assert_eq!(p.retry_delay(100), ms(30_000));
+        assert_eq!(DeliveryPolicy::new(5, vec![]).retry_delay(3), DEFAULT_RETRY);
+    }
+
+    #[test]
+    fn only_the_last_delivery_is_final() {
+        let p = DeliveryPolicy::new(3, vec![]);
+        assert!(!p.is_last(1) && !p.is_last(2));
+        assert!(p.is_last(3) && p.is_last(4));
+        let unlimited = DeliveryPolicy::new(-1, vec![]);
+        assert!(!unlimited.is_last(i64::MAX));
+    }
+
+    #[test]
+    fn differences_name_each_setting() {
+        let settings = ConsumerSettings {
+            stream: "S".into(),
+            durable: "d".into(),
+            max_ack_pending: 10,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 20,
+            retry_backoff: vec![],
+        };
+        let same = jetstream::consumer::Config {
+            max_ack_pending: 10,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 20,
+            ..Default::default()
+        };
+        assert!(differences(&same, &settings).is_empty());
+        let other = jetstream::consumer::Config {
+            max_deliver: -1,
+            backoff: vec![ms(100)],
+            ..same
+        };
+        let fields: Vec<_> = differences(&other, &settings)
+            .iter()
+            .map(|d| d.field)
+            .collect();
+        assert_eq!(fields, ["max_deliver", "backoff"]);
+        assert_eq!(
+            differences(&other, &settings)[0].to_string(),
+            "max_deliver: -1 (flags: 20)"
+        );
     }
 }

@@ -164,6 +164,32 @@ impl InternalEvent for MessageRetried<'_> {
     }
 }
 
+/// A message failed on its last allowed delivery and could not even be dead-lettered:
+/// it is left unacked, and the server delivers it no more. Logged once per message at
+/// error (the server does not bring it back, so this cannot loop); operators find it
+/// in the input stream by its sequence.
+pub struct MessageAbandoned<'a> {
+    pub seq: u64,
+    pub delivered: i64,
+    /// Why the message failed (its last delivery).
+    pub failure: &'a str,
+    /// Why its dead letter failed too.
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl InternalEvent for MessageAbandoned<'_> {
+    fn emit(self, m: &Metrics) {
+        tracing::error!(
+            error = %super::Chain(self.error),
+            failure = self.failure,
+            seq = self.seq,
+            delivered = self.delivered,
+            "message abandoned: its last delivery failed and so did its dead letter; it stays unacked in the input stream"
+        );
+        m.counters.messages_abandoned.fetch_add(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub struct Counters {
     pub dead_letters: [AtomicU64; Reason::ALL.len()],
     pub messages_received: AtomicU64,
     pub messages_retried: AtomicU64,
+    pub messages_abandoned: AtomicU64,
 }
 
 impl Counters {
@@ -154,6 +155,11 @@ const COUNTERS: &[CounterSpec] = &[
         "blob_router_messages_retried",
         "Input messages negatively acked for redelivery",
         |c| c.messages_retried.load(Relaxed),
+    ),
+    (
+        "blob_router_messages_abandoned",
+        "Input messages left unacked after their last delivery: even the dead letter failed",
+        |c| c.messages_abandoned.load(Relaxed),
     ),
 ];
 

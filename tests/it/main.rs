@@ -14,6 +14,7 @@
 
 mod support;
 
+mod backstop;
 mod cli;
 mod compose;
 mod contract_file;

@@ -164,6 +164,8 @@ impl ClosedPort {
 /// A nats-server with JetStream of this test's own.
 pub struct NatsServer {
     child: Option<Child>,
+    /// A configuration file (`-c`), for settings with no flag (`max_payload`).
+    config: Option<PathBuf>,
     /// The port the server picked on its first start, and keeps across restarts.
     pub port: u16,
     store: tempfile::TempDir,
@@ -173,11 +175,24 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// A server started with `conf` (nats-server configuration syntax) as its
+    /// configuration file, e.g. `max_payload: 33554432`; flags still pick port and store.
+    pub fn start_with_config(conf: &str) -> Self {
+        let logs = tempfile::tempdir().unwrap();
+        let config = (!conf.is_empty()).then(|| {
+            let path = logs.path().join("nats.conf");
+            std::fs::write(&path, conf).unwrap();
+            path
+        });
         let mut s = Self {
             child: None,
+            config,
             port: 0,
             store: tempfile::tempdir().unwrap(),
-            logs: tempfile::tempdir().unwrap(),
+            logs,
             launches: 0,
         };
         s.launch();
@@ -194,7 +209,11 @@ impl NatsServer {
         } else {
             self.port.to_string()
         };
-        let child = Command::new(nats_server_bin())
+        let mut command = Command::new(nats_server_bin());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(self.store.path())
             .arg("-l")
@@ -429,6 +448,18 @@ impl Worker {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// A memory figure of the worker process from `/proc/<pid>/status`, in KiB:
+    /// `VmRSS` (now) or `VmHWM` (peak).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
     /// Waits for the process to exit on its own, at most `limit`.
