@@ -14,6 +14,7 @@
 
 mod support;
 
+mod chaos;
 mod cli;
 mod compose;
 mod contract_file;
