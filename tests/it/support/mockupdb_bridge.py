@@ -101,11 +101,14 @@ def main():
             request = pending.pop(msg["id"], None)
         if request is None:
             continue
-        if msg.get("hangup"):
-            request.hangup()
-        else:
-            reply = json_util.loads(json.dumps(msg["reply"]), json_options=CANONICAL)
-            request.replies(reply)
+        try:
+            if msg.get("hangup"):
+                request.hangup()
+            else:
+                reply = json_util.loads(json.dumps(msg["reply"]), json_options=CANONICAL)
+                request.replies(reply)
+        except OSError:
+            pass  # the client hung up while its request waited: nobody to answer
     server.stop()
 
 
