@@ -21,8 +21,8 @@ use mongodb::bson::{doc, Document};
 use serde_json::Value;
 
 use crate::support::burst::{
-    assert_accounted_once, mixed_template, publish_mixed_range, publish_paced,
-    reliability_line, secs,
+    assert_accounted_once, mixed_template, publish_mixed_range, publish_paced, reliability_line,
+    secs,
 };
 use crate::support::mockdb::{first_batch, MockDb, Mode};
 use crate::support::*;
@@ -381,11 +381,8 @@ fn serve_mongo(db: Arc<MockDb>) -> tokio::task::JoinHandle<()> {
 /// A worker reading its configs from `db`, ready.
 async fn mongo_worker(nats: &NatsServer, db: &MockDb) -> Worker {
     let uri = db.uri();
-    let worker = Worker::spawn_with(
-        &nats.url(),
-        &["--mongodb-uri", &uri, "--ack-wait", "3s"],
-    )
-    .await;
+    let worker =
+        Worker::spawn_with(&nats.url(), &["--mongodb-uri", &uri, "--ack-wait", "3s"]).await;
     worker.wait_ready().await;
     worker
 }
@@ -420,7 +417,10 @@ async fn mongodb_refusing_then_hanging_mid_burst_routing_continues_from_the_cach
     // Refusing: the server is gone, its port closed.
     server.abort();
     let _ = server.await; // the task's handle on the server is gone
-    Arc::into_inner(db).expect("only the test holds it").stop().await;
+    Arc::into_inner(db)
+        .expect("only the test holds it")
+        .stop()
+        .await;
     let health = feed_active(&worker, false, Duration::from_secs(30)).await;
     assert!(health["source_error"].is_string(), "{health}");
     let routed = routing_continues(&js, routed, 100).await;

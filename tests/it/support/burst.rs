@@ -158,10 +158,7 @@ pub fn audit(expected: &Burst, routed: &[Out], dead: &[Out]) -> Audit {
             .filter(|k| !seen.contains_key(*k))
             .count(),
         duplicated: seen.values().map(|n| n.saturating_sub(1)).sum(),
-        strangers: seen
-            .keys()
-            .filter(|k| !expected.keys.contains(*k))
-            .count(),
+        strangers: seen.keys().filter(|k| !expected.keys.contains(*k)).count(),
     }
 }
 
@@ -213,5 +210,9 @@ pub fn reliability_line(fault: &str, load: &str, audit: &Audit, recovery: &str) 
 
 /// A duration as the table shows it.
 pub fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
