@@ -24,7 +24,8 @@ impl Burst {
         self.routed + self.dead
     }
 
-    fn add(&mut self, other: Burst) {
+    /// Adds the inputs of `other` (another burst the test expects as well).
+    pub fn add(&mut self, other: Burst) {
         self.routed += other.routed;
         self.dead += other.dead;
         self.keys.extend(other.keys);
