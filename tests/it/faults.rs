@@ -2,75 +2,10 @@
 //! a worker killed with SIGKILL mid-burst and restarted, graceful SIGTERM, and readiness
 //! following the NATS connection.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::support::burst::{assert_unique_ids, publish_mixed};
 use crate::support::*;
-
-/// `n` distinct inputs: 3 of 5 routable, 1 of 5 malformed, 1 of 5 for an unknown
-/// container. Returns (routed, dead-lettered) expected.
-async fn publish_mixed(js: &async_nats::jetstream::Context, n: usize) -> (u64, u64) {
-    let template = String::from_utf8(fixture("events/eventgrid.json")).unwrap();
-    let (mut routed, mut dead) = (0, 0);
-    let mut acks = Vec::with_capacity(n);
-    for i in 0..n {
-        let body = match i % 5 {
-            0..=2 => {
-                routed += 1;
-                template
-                    .replace(
-                        "831e1650-001e-001b-66ab-eeb76e069631",
-                        &format!("burst-{i}"),
-                    )
-                    .replace("batch-0042", &format!("batch-{i}"))
-            }
-            3 => {
-                dead += 1;
-                format!("not json #{i}")
-            }
-            _ => {
-                dead += 1;
-                template
-                    .replace(
-                        "831e1650-001e-001b-66ab-eeb76e069631",
-                        &format!("burst-{i}"),
-                    )
-                    .replace(
-                        "containers/qc-analyzer-landing",
-                        "containers/unknown-landing",
-                    )
-            }
-        };
-        acks.push(
-            js.publish(format!("blob.events.burst.{i}"), body.into())
-                .await
-                .unwrap(),
-        );
-        // The client caps PubAcks in flight; settle them in chunks, never all at the end.
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
-    (routed, dead)
-}
-
-fn assert_unique_ids(routed: &[Out], dead: &[Out]) {
-    let ids: HashSet<&str> = routed
-        .iter()
-        .chain(dead)
-        .map(|m| m.header("Nats-Msg-Id").unwrap())
-        .collect();
-    assert_eq!(
-        ids.len(),
-        routed.len() + dead.len(),
-        "no output appears twice"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_burst_is_accounted_for_exactly_once() {

@@ -15,6 +15,7 @@
 mod support;
 
 mod backstop;
+mod chaos;
 mod cli;
 mod compose;
 mod contract_file;

@@ -58,6 +58,11 @@ const WAIT: Duration = Duration::from_secs(15);
 
 impl MockDb {
     pub async fn start(mode: Mode) -> Self {
+        Self::start_on(mode, None).await
+    }
+
+    /// Like [`Self::start`], on `port` if given: a server restarted where it was.
+    pub async fn start_on(mode: Mode, port: Option<u16>) -> Self {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/it/support/mockupdb_bridge.py"
@@ -70,6 +75,7 @@ impl MockDb {
         let mut child = Command::new(python())
             .arg(script)
             .arg(mode)
+            .args(port.map(|p| p.to_string()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -112,6 +118,43 @@ impl MockDb {
     /// A URI for the driver (direct connection: the mock is one server).
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Freezes the server (SIGSTOP): the kernel still accepts connections, nothing
+    /// answers. [`Self::resume`] thaws it.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("bridge running");
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Kills the server and waits until it is gone: its port refuses connections.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The next request of any name (held ones first), None after `limit`.
+    pub async fn next_any(&self, limit: Duration) -> Option<Request> {
+        if let Some(req) = self.held.lock().await.pop_front() {
+            return Some(req);
+        }
+        let mut incoming = self.incoming.lock().await;
+        tokio::time::timeout(limit, incoming.recv()).await.ok()?
     }
 
     /// The next request named `name`; requests for other commands are held for later.

@@ -11,7 +11,8 @@ JSON inside):
   stdin   {"id": K, "hangup": true}                    closes request K's connection
 
 Handshakes (hello/isMaster), ping, endSessions and killCursors are answered here. The
-first argument picks what `hello` says: "replicaset" (default), "sharded" or "standalone".
+first argument picks what `hello` says: "replicaset" (default), "sharded" or "standalone";
+the second, if given, the port to listen on (a restarted server keeps its address).
 """
 
 import datetime
@@ -54,7 +55,8 @@ def hello_reply(mode, port):
 
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "replicaset"
-    server = MockupDB(port=None, request_timeout=3600)
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    server = MockupDB(port=port, request_timeout=3600)
     port = server.run()
     hello = hello_reply(mode, port)
     for name in ("hello", "isMaster", "ismaster"):
@@ -99,11 +101,14 @@ def main():
             request = pending.pop(msg["id"], None)
         if request is None:
             continue
-        if msg.get("hangup"):
-            request.hangup()
-        else:
-            reply = json_util.loads(json.dumps(msg["reply"]), json_options=CANONICAL)
-            request.replies(reply)
+        try:
+            if msg.get("hangup"):
+                request.hangup()
+            else:
+                reply = json_util.loads(json.dumps(msg["reply"]), json_options=CANONICAL)
+                request.replies(reply)
+        except OSError:
+            pass  # the client hung up while its request waited: nobody to answer
     server.stop()
 
 

@@ -4,6 +4,7 @@
 //! helpers to publish events and read the outputs, and [`eventually`], the one way a
 //! test waits for something.
 
+pub mod burst;
 pub mod contract;
 pub mod mockdb;
 pub mod tools;
