@@ -15,7 +15,7 @@ use crate::config::SourceConfig;
 /// Shards of the container map; a change copies one (about containers / SHARDS entries).
 const SHARDS: usize = 256;
 
-type Shard = HashMap<String, Arc<[Arc<SourceConfig>]>>;
+type Shard = HashMap<Arc<str>, Arc<[Arc<SourceConfig>]>>;
 
 /// Enabled `blob_trigger` configs per landing container, in match order.
 #[derive(Debug, Clone)]
@@ -54,9 +54,9 @@ impl Index {
 
     /// Builds an index from scratch.
     pub fn build<'a>(configs: impl IntoIterator<Item = &'a Arc<SourceConfig>>) -> Index {
-        let mut by: HashMap<&str, Vec<&'a Arc<SourceConfig>>> = HashMap::new();
+        let mut by: HashMap<&Arc<str>, Vec<&'a Arc<SourceConfig>>> = HashMap::new();
         for c in configs {
-            by.entry(c.container.as_str()).or_default().push(c);
+            by.entry(&c.container).or_default().push(c);
         }
         let mut index = Index::default();
         for (container, list) in by {
@@ -69,7 +69,7 @@ impl Index {
     /// the shard it lands in is copied).
     pub(crate) fn set<'a>(
         &mut self,
-        container: &str,
+        container: &Arc<str>,
         configs: impl IntoIterator<Item = &'a Arc<SourceConfig>>,
     ) {
         let mut list: Vec<Arc<SourceConfig>> = configs
@@ -80,14 +80,14 @@ impl Index {
         let slot = &mut self.shards[shard_of(container)];
         if list.is_empty() {
             // Copy the shard only when there is something to remove from it.
-            if slot.contains_key(container) {
-                Arc::make_mut(slot).remove(container);
+            if slot.contains_key(&**container) {
+                Arc::make_mut(slot).remove(&**container);
             }
             return;
         }
         let shard = Arc::make_mut(slot);
         list.sort_by(|a, b| SourceConfig::order(a, b));
-        shard.insert(container.to_string(), list.into());
+        shard.insert(container.clone(), list.into());
     }
 }
 
@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(before.container_count(), 1000);
         let mut after = before.clone();
         let extra = config("new", "container-7");
-        after.set("container-7", [&configs[7], &extra]);
+        after.set(&"container-7".into(), [&configs[7], &extra]);
         let changed = shard_of("container-7");
         for (i, (a, b)) in before.shards.iter().zip(&after.shards).enumerate() {
             assert_eq!(Arc::ptr_eq(a, b), i != changed, "shard {i}");
@@ -121,7 +121,7 @@ mod tests {
             "readers keep theirs"
         );
         assert_eq!(after.candidates("container-7").len(), 2);
-        after.set("container-7", []);
+        after.set(&"container-7".into(), []);
         assert!(after.candidates("container-7").is_empty());
         assert_eq!(after.container_count(), 999);
     }

@@ -45,9 +45,9 @@ pub struct Generation {
 #[derive(Default)]
 struct State {
     configs: HashMap<String, Arc<SourceConfig>>,
-    /// The ids of `configs` per container, so a change rebuilds its container's entry
-    /// without scanning every config.
-    by_container: HashMap<String, HashSet<String>>,
+    /// The `configs` of each container (any order), so a change rebuilds its container's
+    /// entry without scanning every config. Keys share the configs' container strings.
+    by_container: HashMap<Arc<str>, Vec<Arc<SourceConfig>>>,
     refused: BTreeMap<String, ConfigError>,
     /// Bumped by every full reload; invalidates every container generation at once.
     epoch: u64,
@@ -116,11 +116,7 @@ impl State {
         &'a self,
         container: &'a str,
     ) -> impl Iterator<Item = &'a Arc<SourceConfig>> {
-        self.by_container
-            .get(container)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.configs.get(id))
+        self.by_container.get(container).into_iter().flatten()
     }
 
     /// Inserts or replaces a config; returns the one it replaced.
@@ -132,7 +128,7 @@ impl State {
         self.by_container
             .entry(config.container.clone())
             .or_default()
-            .insert(config.id.clone());
+            .push(config);
         old
     }
 
@@ -145,7 +141,7 @@ impl State {
 
     fn unlist(&mut self, config: &SourceConfig) {
         if let Some(ids) = self.by_container.get_mut(&config.container) {
-            ids.remove(&config.id);
+            ids.retain(|c| c.id != config.id);
             if ids.is_empty() {
                 self.by_container.remove(&config.container);
             }
@@ -154,12 +150,12 @@ impl State {
 
     /// Replaces every config at once.
     fn replace_all(&mut self, configs: HashMap<String, Arc<SourceConfig>>) {
-        let mut by_container: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut by_container: HashMap<Arc<str>, Vec<Arc<SourceConfig>>> = HashMap::new();
         for c in configs.values() {
             by_container
                 .entry(c.container.clone())
                 .or_default()
-                .insert(c.id.clone());
+                .push(c.clone());
         }
         self.configs = configs;
         self.by_container = by_container;
@@ -250,7 +246,7 @@ impl ConfigCache {
     }
 
     /// Applies one document; returns the containers whose entries must be rebuilt.
-    fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<String> {
+    fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<Arc<str>> {
         let id = doc_id(doc);
         // Compiled once per version: an identical document keeps its compiled config.
         let compiled = match state.compile(doc, id.as_deref(), &self.routed_prefix) {
@@ -258,7 +254,7 @@ impl ConfigCache {
             Compiled::New(result) => result,
         };
         let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
-        let mut touched: Vec<String> = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         match compiled {
             Ok(config) => {
                 state.refused.remove(&config.id);
@@ -275,7 +271,7 @@ impl ConfigCache {
                     touched.push(old.container.clone());
                 }
                 if let Some(c) = landing_container(doc) {
-                    touched.push(c.to_string());
+                    touched.push(c.into());
                 }
                 state.refused.insert(refused_key, err);
             }
@@ -386,7 +382,7 @@ impl ConfigCache {
         let mut touched = Vec::new();
         for id in stale {
             state.remove(&id);
-            touched.push(container.to_string());
+            touched.push(container.into());
         }
         for doc in &docs {
             touched.extend(self.upsert_locked(&mut state, doc));
@@ -450,7 +446,7 @@ impl ConfigCache {
     }
 
     /// Bookkeeping after a per-document change to `containers`.
-    fn changed(&self, state: &mut State, mut containers: Vec<String>) {
+    fn changed(&self, state: &mut State, mut containers: Vec<Arc<str>>) {
         containers.sort_unstable();
         containers.dedup();
         let mut index = (**self.index.load()).clone();
@@ -461,7 +457,7 @@ impl ConfigCache {
         self.index.store(Arc::new(index));
         self.update_negative(|n| {
             for c in &containers {
-                n.remove(c);
+                n.remove(&**c);
             }
         });
         state.last_change_at = Some(SystemTime::now());

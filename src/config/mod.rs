@@ -7,6 +7,7 @@
 //! (in logs and `/health/cache`) instead of one per deploy.
 
 mod extjson;
+mod intern;
 mod pattern;
 
 pub use extjson::doc_id;
@@ -15,6 +16,7 @@ pub use pattern::{PathPattern, PatternError};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -100,14 +102,16 @@ pub struct SourceConfig {
     pub priority: i64,
     /// `ingestion.mode == "blob_trigger"`: whether the router matches this config at all.
     pub blob_trigger: bool,
-    /// The landing container.
-    pub container: String,
+    /// The landing container (one shared string for all configs of a container).
+    pub container: Arc<str>,
     /// The storage account, if not the default one.
     pub account: Option<String>,
-    /// The compiled path pattern; `None` matches every path.
-    pub pattern: Option<PathPattern>,
-    /// Resolved: the explicit list, or all captures when the list was empty.
-    pub extract_fields: Vec<String>,
+    /// The compiled path pattern, shared by every config with the same pattern text;
+    /// `None` matches every path.
+    pub pattern: Option<Arc<PathPattern>>,
+    /// Resolved: the explicit list, or all captures when the list was empty (shared by
+    /// every config with the same list).
+    pub extract_fields: Arc<[String]>,
     /// Resolved route subject.
     pub subject: String,
     /// [`SourceConfigDoc::fingerprint`] of the document it was built from: the cache keeps
@@ -244,7 +248,7 @@ impl SourceConfig {
         }
 
         let (pattern, extract_fields) = match &ing.path_pattern {
-            None => (None, Vec::new()),
+            None => (None, shared_fields(&[])),
             Some(pp) => compile_pattern(pp, &mut problems),
         };
 
@@ -285,7 +289,7 @@ impl SourceConfig {
             enabled: doc.enabled,
             priority: doc.priority,
             blob_trigger: ing.mode == BLOB_TRIGGER_MODE,
-            container: ing.landing_container.clone(),
+            container: intern::str(&CONTAINERS, &ing.landing_container),
             account: ing.account.clone(),
             pattern,
             extract_fields,
@@ -384,11 +388,30 @@ fn check_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Compiled patterns by pattern text.
+static PATTERNS: LazyLock<intern::Interner<Box<str>, PathPattern>> =
+    LazyLock::new(intern::Interner::new);
+/// Resolved extract-field lists.
+static FIELD_LISTS: LazyLock<intern::Interner<Box<[String]>, [String]>> =
+    LazyLock::new(intern::Interner::new);
+/// Container names.
+static CONTAINERS: LazyLock<intern::Interner<Box<str>, str>> = LazyLock::new(intern::Interner::new);
+
+/// The shared copy of an extract-field list.
+fn shared_fields(fields: &[String]) -> Arc<[String]> {
+    let made: Result<_, std::convert::Infallible> =
+        FIELD_LISTS.get_or_try(fields, || Ok((fields.into(), fields.into())));
+    match made {
+        Ok(shared) => shared,
+        Err(never) => match never {},
+    }
+}
+
 /// Compiles `ingestion.path_pattern` and resolves its extract fields, recording problems.
 fn compile_pattern(
     pp: &PathPatternDoc,
     problems: &mut Vec<String>,
-) -> (Option<PathPattern>, Vec<String>) {
+) -> (Option<Arc<PathPattern>>, Arc<[String]>) {
     if pp.pattern.is_empty() {
         if pp.extract_fields.is_empty() {
             problems.push(
@@ -403,20 +426,23 @@ fn compile_pattern(
                 pp.extract_fields.join(", ")
             ));
         }
-        return (None, Vec::new());
+        return (None, shared_fields(&[]));
     }
-    let pattern = match PathPattern::parse(&pp.pattern) {
+    let compiled = PATTERNS.get_or_try(pp.pattern.as_str(), || {
+        PathPattern::parse(&pp.pattern).map(|p| (pp.pattern.as_str().into(), Arc::new(p)))
+    });
+    let pattern = match compiled {
         Ok(pattern) => pattern,
         Err(e) => {
             problems.push(format!(
                 "`ingestion.path_pattern.pattern` {:?} is invalid: {e}",
                 pp.pattern
             ));
-            return (None, Vec::new());
+            return (None, shared_fields(&[]));
         }
     };
     if pp.extract_fields.is_empty() {
-        let all = pattern.captures().to_vec();
+        let all = shared_fields(pattern.captures());
         return (Some(pattern), all);
     }
     let mut seen = HashSet::new();
@@ -438,7 +464,7 @@ fn compile_pattern(
             ));
         }
     }
-    let fields = pp.extract_fields.clone();
+    let fields = shared_fields(&pp.extract_fields);
     (Some(pattern), fields)
 }
 

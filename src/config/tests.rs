@@ -64,11 +64,11 @@ fn example_compiles_and_matches() {
     assert_eq!(cfg.version, 3);
     assert!(cfg.enabled);
     assert!(cfg.blob_trigger);
-    assert_eq!(cfg.container, "qc-analyzer-landing");
+    assert_eq!(&*cfg.container, "qc-analyzer-landing");
     assert_eq!(cfg.account, None);
     assert_eq!(cfg.subject, "ingest.qc-analyzer");
     assert_eq!(
-        cfg.pattern.as_ref().map(PathPattern::as_str),
+        cfg.pattern.as_deref().map(PathPattern::as_str),
         Some("results/{plantation_id}/{crop}/{batch_id}.json")
     );
     let doc = parse_doc(&example()).unwrap();
@@ -105,7 +105,7 @@ fn extract_fields_order_and_subset() {
     let mut v = example();
     v["ingestion"]["path_pattern"]["extract_fields"] = json!(["batch_id", "plantation_id"]);
     let cfg = build(v);
-    assert_eq!(cfg.extract_fields, ["batch_id", "plantation_id"]);
+    assert_eq!(cfg.extract_fields[..], ["batch_id", "plantation_id"]);
     assert_eq!(
         cfg.match_path("results/p7/tea/b42.json"),
         Some(vec![("batch_id", "b42"), ("plantation_id", "p7")])
@@ -122,7 +122,10 @@ fn defaults_are_resolved() {
         .remove("extract_fields");
     let cfg = build(v);
     assert_eq!(cfg.subject, "blob.routed.qc-analyzer-results");
-    assert_eq!(cfg.extract_fields, ["plantation_id", "crop", "batch_id"]);
+    assert_eq!(
+        cfg.extract_fields[..],
+        ["plantation_id", "crop", "batch_id"]
+    );
 
     let cfg = build(minimal("m"));
     assert!(cfg.enabled);
@@ -146,7 +149,7 @@ fn defaults_are_resolved() {
     v["ingestion"]["path_pattern"] = json!({ "pattern": "{a}.csv", "extract_fields": null });
     let cfg = build(v);
     assert_eq!(cfg.subject, "blob.routed.m");
-    assert_eq!(cfg.extract_fields, ["a"]);
+    assert_eq!(cfg.extract_fields[..], ["a"]);
 }
 
 #[test]
