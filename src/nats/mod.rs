@@ -172,7 +172,34 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{classify, redact_url, Failure};
+    use async_nats::rustls::{CertificateError, Error as TlsError};
+    use async_nats::{ConnectError as NatsError, ConnectErrorKind as Kind};
+
+    #[test]
+    fn only_unreachable_servers_are_retried() {
+        let refused = NatsError::new(Kind::AuthorizationViolation);
+        assert!(matches!(classify(&refused), Failure::Auth(_)));
+        // A failed handshake: an I/O error around the TLS library's error.
+        let untrusted = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let untrusted = NatsError::with_source(Kind::Io, untrusted);
+        match classify(&untrusted) {
+            Failure::Tls(reason) => assert!(reason.contains("UnknownIssuer"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            classify(&NatsError::with_source(Kind::Io, reset)),
+            Failure::Transient
+        );
+        assert_eq!(
+            classify(&NatsError::new(Kind::TimedOut)),
+            Failure::Transient
+        );
+    }
 
     #[test]
     fn credentials_never_survive_redaction() {
