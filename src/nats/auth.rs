@@ -201,17 +201,8 @@ impl ConnectSettings {
         }
         if let Some((cert, key)) = &tls.client {
             check_certificates("TLS client certificate", cert)?;
-            match PrivateKeyDer::from_pem_file(key) {
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(pem_error(
-                        "TLS client key",
-                        key,
-                        e,
-                        "no PEM private key in it",
-                    ))
-                }
-            }
+            PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| pem_error("TLS client key", key, e, "no PEM private key in it"))?;
         }
         Ok(Self {
             url: url.to_string(),
@@ -269,6 +260,11 @@ impl ConnectSettings {
     /// Whether any TLS flag was given.
     pub fn tls_configured(&self) -> bool {
         self.tls.wanted()
+    }
+
+    /// Whether TLS is to start before the server's first message.
+    pub fn tls_first(&self) -> bool {
+        self.tls.first
     }
 }
 

@@ -146,6 +146,13 @@ fn tls_hint(reason: String, settings: &ConnectSettings) -> String {
             "the server's certificate is not signed by a system CA: give its CA with --nats-tls-ca"
         };
         format!("server certificate not trusted: {reason} ({hint})")
+    } else if reason.contains("corrupt message") {
+        let hint = if settings.tls_first() {
+            "--nats-tls-first needs `handshake_first` in the server's tls block"
+        } else {
+            "is TLS enabled on the server?"
+        };
+        format!("the server did not answer in TLS: {reason} ({hint})")
     } else {
         reason
     }

@@ -4,7 +4,8 @@
 //! that with wrong ones `check` exits with its NATS code and `run` stops at once (no
 //! retrying for its connect timeout), each with one line naming what failed; and that no
 //! secret shows in any captured log line, `/health/*`, `/metrics`, or what `check` (and,
-//! for user/password, `replay` and `loadgen`) printed.
+//! for user/password, `replay` and `loadgen`) printed. A TLS flag never falls back to
+//! plain text.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -574,4 +575,29 @@ async fn mutual_tls() {
         text(&out)
     );
     proven.assert_no_secret(&case);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_flags_never_fall_back_to_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pki(dir.path(), "good");
+    let plain = NatsServer::start();
+    let ca = good.ca.to_str().unwrap();
+    for (flags, hint) in [
+        (&["--nats-tls-ca", ca][..], "is TLS enabled on the server?"),
+        (
+            &["--nats-tls-first"][..],
+            "--nats-tls-first needs `handshake_first`",
+        ),
+    ] {
+        let out = check(&plain, &Credentials::flags(flags)).await;
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(EXIT_NATS), "{shown}");
+        assert!(
+            shown.contains("FAIL  NATS: NATS TLS failed at ")
+                && shown.contains("the server did not answer in TLS")
+                && shown.contains(hint),
+            "{shown}"
+        );
+    }
 }
