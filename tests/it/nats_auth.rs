@@ -46,7 +46,7 @@ impl Credentials {
     fn apply(&self, cmd: &mut tokio::process::Command) {
         cmd.args(&self.flags)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("BLOB_ROUTER_LOG_LEVEL", "debug");
+            .env("BLOB_ROUTER_LOG_LEVEL", "trace");
     }
 }
 
@@ -118,7 +118,7 @@ async fn spawn_worker(nats: &NatsServer, creds: &Credentials, extra: &[&str]) ->
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    env.push(("BLOB_ROUTER_LOG_LEVEL", "debug"));
+    env.push(("BLOB_ROUTER_LOG_LEVEL", "trace"));
     Worker::spawn_env(&nats.url(), &args, &env).await
 }
 
@@ -198,6 +198,14 @@ impl Proven {
     /// No secret of `case` in any log line, HTTP body or tool output seen.
     fn assert_no_secret(mut self, case: &Case) {
         self.seen.push(self.worker.logs());
+        // Logs are captured at `trace`: they hold the client's CONNECT, where the
+        // credentials travel (async-nats prints it with them masked).
+        assert!(
+            self.seen
+                .iter()
+                .any(|t| t.contains("write operation: CONNECT")),
+            "no CONNECT in the captured logs"
+        );
         assert!(!case.secrets.is_empty());
         for (i, secret) in case.secrets.iter().enumerate() {
             assert!(secret.len() >= 16, "secret {i} is too short to grep for");
