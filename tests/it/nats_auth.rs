@@ -609,3 +609,37 @@ async fn tls_flags_never_fall_back_to_plain_text() {
         );
     }
 }
+
+/// Usage errors and `--help` never print a secret given in the environment, and a
+/// secret given on the command line is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_and_help_show_no_secret() {
+    let (token, password) = (random("tok"), random("pw"));
+    let cases: [(&[&str], &str); 4] = [
+        (&["--nats-user", "bob"], "cannot be used with"),
+        (&["--nats-creds", "x.creds"], "cannot be used with"),
+        (&["--help"], "BLOB_ROUTER_NATS_TOKEN"),
+        (
+            &["--nats-password", "on-the-command-line"],
+            "is not accepted on the command line",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut cmd = operator_command("check", "nats://127.0.0.1:1");
+        cmd.args(flags)
+            .env("BLOB_ROUTER_NATS_TOKEN", &token)
+            .env("BLOB_ROUTER_NATS_PASSWORD", &password);
+        if flags[0] == "--nats-password" {
+            cmd.env_remove("BLOB_ROUTER_NATS_TOKEN")
+                .args(["--nats-user", "bob"]);
+        }
+        let out = finish("check", cmd.spawn().unwrap(), Duration::from_secs(30)).await;
+        let shown = text(&out);
+        let code = if flags[0] == "--help" { 0 } else { 2 };
+        assert_eq!(out.status.code(), Some(code), "{flags:?}: {shown}");
+        assert!(shown.contains(expected), "{flags:?}: {shown}");
+        for secret in [token.as_str(), password.as_str(), "on-the-command-line"] {
+            assert!(!shown.contains(secret), "{flags:?}: {shown}");
+        }
+    }
+}
