@@ -5,10 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::nats::consumer::ConsumerSettings;
 use crate::nats::streams::{StreamSpec, Topology};
+use crate::nats::{AuthSpec, ConnectSettings, Secret, SecretSource, SettingsError, TlsSpec};
 use crate::output::Reason;
 use crate::store::mongo::MongoSettings;
 use crate::store::StoreSelection;
@@ -25,6 +28,53 @@ pub struct Cli {
     pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Secrets read from the environment only: a value on the command line would show in
+/// `ps` and in shell history. (Files are the other way to give them.)
+const ENV_ONLY: [(&str, &str, &str); 2] = [
+    (
+        "nats_token",
+        "--nats-token",
+        "BLOB_ROUTER_NATS_TOKEN or --nats-token-file",
+    ),
+    (
+        "nats_password",
+        "--nats-password",
+        "BLOB_ROUTER_NATS_PASSWORD or --nats-password-file",
+    ),
+];
+
+impl Cli {
+    /// [`Parser::parse`], refusing a secret given on the command line (exit 2).
+    pub fn parse_checked() -> Self {
+        Self::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Parser::try_parse_from`], refusing a secret given on the command line.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut matches = Self::command().try_get_matches_from(args)?;
+        if let Some((_, sub)) = matches.subcommand() {
+            for (id, flag, instead) in ENV_ONLY {
+                if sub.ids().any(|i| i == id)
+                    && sub.value_source(id) == Some(ValueSource::CommandLine)
+                {
+                    return Err(Self::command().error(
+                        ErrorKind::ValueValidation,
+                        format!(
+                            "{flag} is not accepted on the command line, where `ps` shows it: \
+                             use {instead}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Self::from_arg_matches_mut(&mut matches)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,9 +122,91 @@ pub struct NatsArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// How long to keep retrying the first connection to NATS.
+    /// How long to keep retrying the first connection to NATS (wrong credentials and
+    /// TLS failures are not retried).
     #[arg(long, env = "BLOB_ROUTER_NATS_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub nats_connect_timeout: Duration,
+    /// NATS credentials file (user JWT + NKey seed, as `nsc generate creds` writes it).
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_CREDS",
+        value_name = "FILE",
+        conflicts_with_all = ["nats_nkey", "nats_token", "nats_token_file", "nats_user"]
+    )]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an NKey seed (`SU...`).
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_NKEY",
+        value_name = "FILE",
+        conflicts_with_all = ["nats_token", "nats_token_file", "nats_user"]
+    )]
+    pub nats_nkey: Option<PathBuf>,
+    /// NATS token: from the environment only (a value on the command line is refused,
+    /// since `ps` shows it). Or --nats-token-file.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_TOKEN",
+        hide_env_values = true,
+        value_name = "ENV ONLY",
+        conflicts_with_all = ["nats_token_file", "nats_user"]
+    )]
+    pub nats_token: Option<Secret>,
+    /// File holding the NATS token.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "nats_user"
+    )]
+    pub nats_token_file: Option<PathBuf>,
+    /// NATS user name; the password comes from BLOB_ROUTER_NATS_PASSWORD or
+    /// --nats-password-file.
+    #[arg(long, env = "BLOB_ROUTER_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password of --nats-user: from the environment only (a value on the command line
+    /// is refused, since `ps` shows it). Or --nats-password-file.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "ENV ONLY",
+        requires = "nats_user",
+        conflicts_with = "nats_password_file"
+    )]
+    pub nats_password: Option<Secret>,
+    /// File holding the password of --nats-user.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "nats_user"
+    )]
+    pub nats_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that signed the server's certificate [default: the
+    /// system's roots]. Any --nats-tls-* flag makes TLS required.
+    #[arg(long, env = "BLOB_ROUTER_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that verify clients (with --nats-tls-key).
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_TLS_CERT",
+        value_name = "FILE",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert.
+    #[arg(
+        long,
+        env = "BLOB_ROUTER_NATS_TLS_KEY",
+        value_name = "FILE",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// TLS handshake before anything else, for servers configured with
+    /// `handshake_first` (nats-server 2.10.4+).
+    #[arg(long, env = "BLOB_ROUTER_NATS_TLS_FIRST")]
+    pub nats_tls_first: bool,
     /// Create missing streams (input, routed, dead-letter) at startup.
     #[arg(long, env = "BLOB_ROUTER_CREATE_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_streams: bool,
@@ -119,6 +251,37 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
+    /// The connection settings these flags name, their files read and checked: one path
+    /// for every command that talks to NATS.
+    pub fn connect_settings(&self) -> Result<ConnectSettings, SettingsError> {
+        let auth = if let Some(path) = &self.nats_creds {
+            AuthSpec::Creds(path.clone())
+        } else if let Some(path) = &self.nats_nkey {
+            AuthSpec::NKey(path.clone())
+        } else if let Some(token) = &self.nats_token {
+            AuthSpec::Token(SecretSource::Value(token.clone()))
+        } else if let Some(path) = &self.nats_token_file {
+            AuthSpec::Token(SecretSource::File(path.clone()))
+        } else if let Some(user) = &self.nats_user {
+            AuthSpec::UserPassword {
+                user: user.clone(),
+                password: match (&self.nats_password, &self.nats_password_file) {
+                    (Some(pw), _) => Some(SecretSource::Value(pw.clone())),
+                    (None, Some(path)) => Some(SecretSource::File(path.clone())),
+                    (None, None) => None,
+                },
+            }
+        } else {
+            AuthSpec::None
+        };
+        let tls = TlsSpec {
+            ca: self.nats_tls_ca.clone(),
+            client: self.nats_tls_cert.clone().zip(self.nats_tls_key.clone()),
+            first: self.nats_tls_first,
+        };
+        ConnectSettings::load(&self.nats_url, self.nats_connect_timeout, &auth, &tls)
+    }
+
     pub fn topology(&self) -> Topology {
         Topology {
             input: StreamSpec {
@@ -617,5 +780,73 @@ mod tests {
             replay.reasons,
             [Reason::MaxDeliveriesExceeded, Reason::OversizedEvent]
         );
+    }
+
+    #[test]
+    fn secrets_are_refused_on_the_command_line() {
+        for flag in ["--nats-password", "--nats-token"] {
+            let mut args = vec!["blob-router", "check", flag, "s3cret-value"];
+            if flag == "--nats-password" {
+                args.extend(["--nats-user", "bob"]);
+            }
+            let err = Cli::try_parse_checked(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(text.contains(flag) && text.contains("ps"), "{text}");
+            assert!(!text.contains("s3cret-value"), "{text}");
+        }
+        // Every command that talks to NATS has the flags; `configs` has none.
+        for command in ["run", "check", "replay", "loadgen"] {
+            let cli = Cli::try_parse_checked([
+                "blob-router",
+                command,
+                "--nats-user",
+                "bob",
+                "--nats-password-file",
+                "/pw",
+                "--nats-tls-ca",
+                "/ca.pem",
+            ])
+            .unwrap();
+            let shown = format!("{cli:?}");
+            assert!(shown.contains("nats_user: Some(\"bob\")"), "{shown}");
+        }
+        assert!(Cli::try_parse_checked(["blob-router", "configs", "list"]).is_ok());
+    }
+
+    #[test]
+    fn one_kind_of_credentials_at_a_time() {
+        let conflicts: [&[&str]; 5] = [
+            &["--nats-creds", "a", "--nats-nkey", "b"],
+            &["--nats-creds", "a", "--nats-user", "bob"],
+            &["--nats-nkey", "a", "--nats-token-file", "b"],
+            &["--nats-token-file", "a", "--nats-user", "bob"],
+            &["--nats-password-file", "a"],
+        ];
+        for extra in conflicts {
+            let mut args = vec!["blob-router", "run"];
+            args.extend_from_slice(extra);
+            let err = Cli::try_parse_checked(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{extra:?}: {err}");
+        }
+        let err =
+            Cli::try_parse_checked(["blob-router", "run", "--nats-tls-cert", "c"]).unwrap_err();
+        assert!(err.to_string().contains("--nats-tls-key"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_in_the_arguments_never_shows_in_debug() {
+        let args = NatsArgs {
+            nats_token: Some(Secret::new("tok-s3cret")),
+            nats_password: Some(Secret::new("pw-s3cret")),
+            ..Cli::try_parse_checked(["blob-router", "check"])
+                .map(|cli| match cli.command {
+                    Command::Check(check) => check.nats,
+                    _ => unreachable!(),
+                })
+                .unwrap()
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

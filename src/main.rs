@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use blob_router::cli::{Cli, Command};
 
 /// mimalloc instead of the system allocator: the per-event work is dominated by small,
@@ -15,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use blob_router::{commands, shutdown, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_checked();
     if let Err(e) = telemetry::init_logging(cli.log.log_format, &cli.log.log_level) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);

@@ -32,15 +32,19 @@ pub async fn main(args: CheckArgs) -> ExitCode {
     };
 
     // NATS and the streams.
-    let shown = crate::nats::redact_url(&args.nats.nats_url);
-    match crate::nats::connect(
-        &args.nats.nats_url,
-        "blob-router-check",
-        Duration::from_secs(3),
-    )
-    .await
-    {
+    let connected = match args.nats.connect_settings() {
+        Ok(mut settings) => {
+            // A check answers now; it does not wait out a server starting up.
+            settings.patience = Duration::from_secs(3);
+            crate::nats::connect(&settings, "blob-router-check")
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    };
+    match connected {
         Ok(client) => {
+            let shown = crate::nats::redact_url(&args.nats.nats_url);
             println!("ok    NATS reachable at {shown}");
             let js = jetstream::new(client);
             match crate::nats::streams::ensure(&js, &args.nats.topology(), args.nats.create_streams)

@@ -570,12 +570,7 @@ fn run_id() -> String {
 async fn loadgen(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let run = run_id();
-    let client = nats::connect(
-        &args.nats.nats_url,
-        "blob-router-loadgen",
-        args.nats.nats_connect_timeout,
-    )
-    .await?;
+    let client = nats::connect(&args.nats.connect_settings()?, "blob-router-loadgen").await?;
     let js = jetstream::new(client.clone());
     let tracker = Arc::new(Mutex::new(Tracker {
         latency: Some(

@@ -297,12 +297,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
     } else {
         None
     };
-    let client = nats::connect(
-        &args.nats.nats_url,
-        "blob-router-replay",
-        args.nats.nats_connect_timeout,
-    )
-    .await?;
+    let client = nats::connect(&args.nats.connect_settings()?, "blob-router-replay").await?;
     let js = jetstream::new(client.clone());
     let mut stream = js
         .get_stream(&args.nats.dlq_stream)

@@ -75,6 +75,9 @@ pub async fn main(args: RunArgs) -> ExitCode {
 
 /// The worker, until `stop` is cancelled.
 pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    // Credentials and certificates first: a file that cannot be used stops the worker
+    // before it starts anything.
+    let nats_settings = args.nats.connect_settings()?;
     let telemetry = Telemetry::init()?;
     let source = store::open(&args.source.selection())
         .await
@@ -105,7 +108,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
     let result = async {
         let client = tokio::select! {
-            c = nats::connect(&args.nats.nats_url, "blob-router", args.nats.nats_connect_timeout) => c?,
+            c = nats::connect(&nats_settings, "blob-router") => c?,
             _ = stop.cancelled() => return Ok(()),
         };
         let _ = nats_cell.set(client.clone());

@@ -310,7 +310,7 @@ fn s3_message(n: usize) -> Vec<u8> {
 async fn a_100k_record_message_is_routed_record_by_record_in_bounded_memory() {
     const RECORDS: usize = 100_000;
     const MAX: &str = "33554432";
-    let nats = NatsServer::start_with_config(&format!("max_payload: {MAX}\n"));
+    let nats = NatsServer::with_config(&format!("max_payload: {MAX}\n"));
     let configs = ConfigFile::fixture();
     let flags = ["--max-event-bytes", MAX, "--ack-wait", "60s"];
     let worker = Worker::start(&nats.url(), &configs.path, &flags).await;

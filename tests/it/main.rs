@@ -26,6 +26,7 @@ mod layout;
 mod loadgen;
 mod mongo_cli;
 mod mongo_wire;
+mod nats_auth;
 mod replay;
 mod routing;
 mod telemetry;

@@ -165,39 +165,43 @@ impl ClosedPort {
 /// A nats-server with JetStream of this test's own.
 pub struct NatsServer {
     child: Option<Child>,
-    /// A configuration file (`-c`), for settings with no flag (`max_payload`).
-    config: Option<PathBuf>,
     /// The port the server picked on its first start, and keeps across restarts.
     pub port: u16,
     store: tempfile::TempDir,
     logs: tempfile::TempDir,
     launches: usize,
+    /// A configuration file (`-c`), for credentials, TLS or settings with no flag
+    /// (`max_payload`).
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
-        Self::start_with_config("")
+        let mut s = Self::unlaunched(tempfile::tempdir().unwrap(), None);
+        s.launch();
+        s
     }
 
-    /// A server started with `conf` (nats-server configuration syntax) as its
-    /// configuration file, e.g. `max_payload: 33554432`; flags still pick port and store.
-    pub fn start_with_config(conf: &str) -> Self {
-        let logs = tempfile::tempdir().unwrap();
-        let config = (!conf.is_empty()).then(|| {
-            let path = logs.path().join("nats.conf");
-            std::fs::write(&path, conf).unwrap();
-            path
-        });
-        let mut s = Self {
+    /// A server with this configuration file text (accounts, authorization, TLS...);
+    /// address, port and JetStream store are still set by the command line.
+    pub fn with_config(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nats-server.conf");
+        std::fs::write(&path, config).unwrap();
+        let mut s = Self::unlaunched(dir, Some(path));
+        s.launch();
+        s
+    }
+
+    fn unlaunched(logs: tempfile::TempDir, config: Option<PathBuf>) -> Self {
+        Self {
             child: None,
             config,
             port: 0,
             store: tempfile::tempdir().unwrap(),
             logs,
             launches: 0,
-        };
-        s.launch();
-        s
+        }
     }
 
     /// Starts the server on `self.port`, or on a port of its choosing (`-p -1`) the first
@@ -277,7 +281,12 @@ impl NatsServer {
     }
 
     pub async fn jetstream(&self) -> jetstream::Context {
-        let client = async_nats::connect(self.url()).await.unwrap();
+        self.jetstream_with(async_nats::ConnectOptions::new()).await
+    }
+
+    /// [`Self::jetstream`] for a server that wants credentials or TLS.
+    pub async fn jetstream_with(&self, options: async_nats::ConnectOptions) -> jetstream::Context {
+        let client = options.connect(self.url()).await.unwrap();
         jetstream::new(client)
     }
 }
@@ -331,6 +340,12 @@ impl Worker {
     /// Spawns `blob-router run` with these flags (the config source among them), and
     /// waits until its HTTP server listens.
     pub async fn spawn_with(nats_url: &str, args: &[&str]) -> Self {
+        Self::spawn_env(nats_url, args, &[]).await
+    }
+
+    /// [`Self::spawn_with`], with these environment variables set too (they override
+    /// the defaults, e.g. `BLOB_ROUTER_LOG_LEVEL`).
+    pub async fn spawn_env(nats_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("worker.log");
         let child = Command::new(env!("CARGO_BIN_EXE_blob-router"))
@@ -338,6 +353,7 @@ impl Worker {
             .args(["--nats-url", nats_url, "--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("BLOB_ROUTER_LOG_LEVEL", "info,blob_router=debug")
+            .envs(env.iter().copied())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
