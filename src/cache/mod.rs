@@ -291,70 +291,21 @@ impl ConfigCache {
     /// Replaces everything with `docs` (startup load, reload, TTL resync). Returns the
     /// number of configs that differed from what the cache held (the drift).
     pub fn reset(&self, docs: Vec<Value>) -> usize {
-        let mut state = self.state.lock().expect("cache state lock");
-        let mut next: HashMap<String, Arc<SourceConfig>> = HashMap::with_capacity(docs.len());
-        let mut refused = BTreeMap::new();
-        for doc in &docs {
-            let id = doc_id(doc);
-            let compiled = match state.compile(doc, id.as_deref(), &self.routed_prefix) {
-                // Unchanged: keep the compiled config (and count no drift).
-                Compiled::Unchanged(existing) => {
-                    next.insert(existing.id.clone(), existing);
-                    continue;
-                }
-                Compiled::New(result) => result,
-            };
-            match compiled {
-                Ok(c) => {
-                    next.insert(c.id.clone(), Arc::new(c));
-                }
-                Err(err) => {
-                    if !state
-                        .refused
-                        .get(id.as_deref().unwrap_or("<no _id>"))
-                        .is_some_and(|e| *e == err)
-                    {
-                        ConfigRefused { error: &err }.emit(&self.metrics);
-                    }
-                    refused.insert(id.unwrap_or_else(|| "<no _id>".to_string()), err);
-                }
-            }
+        let mut reload = self.reload();
+        docs.iter().for_each(|doc| reload.add(doc));
+        reload.finish()
+    }
+
+    /// Starts a full reload that takes documents one at a time (see
+    /// [`crate::store::ConfigStore::snapshot_each`]); the cache changes only at
+    /// [`Reload::finish`], and not at all if the reload is dropped instead.
+    pub fn reload(&self) -> Reload<'_> {
+        Reload {
+            cache: self,
+            next: HashMap::new(),
+            refused: BTreeMap::new(),
+            documents: 0,
         }
-        let drift = next
-            .iter()
-            .filter(|(id, c)| {
-                !state
-                    .configs
-                    .get(*id)
-                    .is_some_and(|old| Arc::ptr_eq(old, c))
-            })
-            .count()
-            + state
-                .configs
-                .keys()
-                .filter(|id| !next.contains_key(*id))
-                .count();
-        // Unchanged (the TTL resync's usual answer): the configs, and so the index, stay.
-        if drift > 0 {
-            state.replace_all(next);
-            self.index
-                .store(Arc::new(Index::build(state.configs.values())));
-        }
-        state.refused = refused;
-        state.epoch += 1;
-        state.generations.clear();
-        let now = SystemTime::now();
-        state.last_full_load = Some(now);
-        if drift > 0 {
-            state.last_change_at = Some(now);
-        }
-        self.negative.store(Arc::new(HashSet::new()));
-        CacheReloaded {
-            configs: state.configs.len(),
-            changed: drift,
-        }
-        .emit(&self.metrics);
-        drift
     }
 
     /// Where `container` stands now; pass it back to [`Self::merge_container`].
@@ -473,6 +424,102 @@ impl ConfigCache {
         let mut next = (**self.negative.load()).clone();
         f(&mut next);
         self.negative.store(Arc::new(next));
+    }
+}
+
+/// A full reload in progress: [`ConfigCache::reload`].
+pub struct Reload<'c> {
+    cache: &'c ConfigCache,
+    next: HashMap<String, Arc<SourceConfig>>,
+    refused: BTreeMap<String, ConfigError>,
+    documents: usize,
+}
+
+impl Reload<'_> {
+    /// Validates and compiles one document of the new content, unless the cache holds
+    /// it unchanged already (then its compiled config is kept).
+    pub fn add(&mut self, doc: &Value) {
+        self.documents += 1;
+        let cache = self.cache;
+        let state = cache.state.lock().expect("cache state lock");
+        let id = doc_id(doc);
+        let compiled = match state.compile(doc, id.as_deref(), &cache.routed_prefix) {
+            // Unchanged: keep the compiled config (and count no drift).
+            Compiled::Unchanged(existing) => {
+                self.next.insert(existing.id.clone(), existing);
+                return;
+            }
+            Compiled::New(result) => result,
+        };
+        match compiled {
+            Ok(c) => {
+                self.next.insert(c.id.clone(), Arc::new(c));
+            }
+            Err(err) => {
+                if !state
+                    .refused
+                    .get(id.as_deref().unwrap_or("<no _id>"))
+                    .is_some_and(|e| *e == err)
+                {
+                    ConfigRefused { error: &err }.emit(&cache.metrics);
+                }
+                self.refused
+                    .insert(id.unwrap_or_else(|| "<no _id>".to_string()), err);
+            }
+        }
+    }
+
+    /// Documents added so far.
+    pub fn documents(&self) -> usize {
+        self.documents
+    }
+
+    /// Makes the added documents the cache's whole content. Returns the number of
+    /// configs that differed from what the cache held (the drift).
+    pub fn finish(self) -> usize {
+        let Reload {
+            cache,
+            next,
+            refused,
+            ..
+        } = self;
+        let mut state = cache.state.lock().expect("cache state lock");
+        let drift = next
+            .iter()
+            .filter(|(id, c)| {
+                !state
+                    .configs
+                    .get(*id)
+                    .is_some_and(|old| Arc::ptr_eq(old, c))
+            })
+            .count()
+            + state
+                .configs
+                .keys()
+                .filter(|id| !next.contains_key(*id))
+                .count();
+        // Unchanged (the TTL resync's usual answer): the configs, and so the index, stay.
+        if drift > 0 {
+            state.replace_all(next);
+            cache
+                .index
+                .store(Arc::new(Index::build(state.configs.values())));
+        }
+        state.refused = refused;
+        state.epoch += 1;
+        state.generations.clear();
+        let now = SystemTime::now();
+        state.last_full_load = Some(now);
+        if drift > 0 {
+            state.last_change_at = Some(now);
+        }
+        cache.negative.store(Arc::new(HashSet::new()));
+        CacheReloaded {
+            configs: state.configs.len(),
+            changed: drift,
+        }
+        .emit(&cache.metrics);
+        drift
     }
 }
 

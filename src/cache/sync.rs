@@ -21,16 +21,14 @@ use crate::telemetry::Chain;
 /// no window for a missed change. Returns the feed for [`maintain`].
 pub async fn warm(cache: &ConfigCache, source: &dyn ConfigStore) -> Result<ChangeFeed, StoreError> {
     let mut feed = source.watch().await?;
-    let docs = source.snapshot().await?;
-    let n = docs.len();
-    cache.reset(docs);
+    let (n, _) = load(cache, source).await?;
     cache.set_feed_status(true, None);
     // Changes seen while the snapshot was read are applied before the worker is ready.
     while let Ok(change) = feed.try_recv() {
         match change {
             Change::Reload => {
                 cache.apply(Change::Reload);
-                cache.reset(source.snapshot().await?);
+                load(cache, source).await?;
             }
             change => cache.apply(change),
         }
@@ -91,11 +89,23 @@ pub async fn maintain(
     }
 }
 
+/// Reads the whole store into the cache, one document at a time (see
+/// [`ConfigStore::snapshot_each`]); nothing changes if the read fails. Returns the
+/// documents read and the drift.
+pub async fn load(
+    cache: &ConfigCache,
+    source: &dyn ConfigStore,
+) -> Result<(usize, usize), StoreError> {
+    let mut reload = cache.reload();
+    source.snapshot_each(&mut |doc| reload.add(&doc)).await?;
+    let documents = reload.documents();
+    Ok((documents, reload.finish()))
+}
+
 /// Full snapshot into the cache; on a TTL resync any difference is counted as drift.
 async fn reload(cache: &ConfigCache, source: &dyn ConfigStore, resync: bool) {
-    match source.snapshot().await {
-        Ok(docs) => {
-            let drift = cache.reset(docs);
+    match load(cache, source).await {
+        Ok((_, drift)) => {
             if resync {
                 DriftFound { drift }.emit(cache.metrics());
             }
@@ -136,7 +146,7 @@ async fn reload_until_ok(
     source: &dyn ConfigStore,
     stop: &CancellationToken,
 ) -> bool {
-    let attempt = (|| source.snapshot())
+    let attempt = (|| load(cache, source))
         .retry(retry_policy())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| {
@@ -145,9 +155,8 @@ async fn reload_until_ok(
         });
     tokio::select! {
         _ = stop.cancelled() => false,
-        docs = attempt => match docs {
-            Ok(docs) => {
-                let drift = cache.reset(docs);
+        loaded = attempt => match loaded {
+            Ok((_, drift)) => {
                 tracing::debug!(drift, "config cache reloaded");
                 true
             }

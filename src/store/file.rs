@@ -11,7 +11,7 @@
 //! the last good text (for forced reads while the file is broken), never the parsed
 //! documents, which for 100,000 configs would take about 180 MB.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher};
+use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -46,9 +47,6 @@ struct State {
     last_good: Option<Arc<str>>,
     /// Hash of the last bytes read (good or not): unchanged bytes are not parsed again.
     hash: Option<u128>,
-    /// The documents the watch parsed when it opened, with the hash of their bytes: the
-    /// snapshot that follows takes them instead of parsing the same file again.
-    primed: Option<(u128, Docs)>,
 }
 
 enum Origin {
@@ -123,20 +121,24 @@ enum Kind {
     Yaml,
 }
 
+fn kind_of(path: &Path) -> Kind {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Kind::Json,
+        _ => Kind::Yaml,
+    }
+}
+
 fn read_docs(path: &Path) -> Result<Docs, StoreError> {
     parse_path_text(path, &read_text(path)?)
 }
 
 fn parse_path_text(path: &Path, text: &str) -> Result<Docs, StoreError> {
-    let kind = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => Kind::Json,
-        _ => Kind::Yaml,
-    };
-    parse_docs(text, kind).map_err(|e| StoreError::invalid(path.display().to_string(), e))
+    parse_docs(text, kind_of(path)).map_err(|e| StoreError::invalid(path.display().to_string(), e))
 }
 
 /// Re-reads the file for the watcher: `None` when its bytes did not change, else the
-/// changes since the last good content (which it then becomes).
+/// changes since the last good content (which it then becomes). Only the changed
+/// documents are kept while reading.
 fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, StoreError> {
     let mut state = state.lock().expect("file state lock");
     let text = read_text(path)?;
@@ -145,24 +147,40 @@ fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, Sto
         return Ok(None);
     }
     state.hash = Some(hash);
-    let docs = parse_path_text(path, &text)?;
-    let (changes, base) = diff(state.base.as_ref().unwrap_or(&Fingerprints::new()), docs);
+    let empty = Fingerprints::new();
+    let old = state.base.as_ref().unwrap_or(&empty);
+    let mut changes = Vec::new();
+    let mut base = Fingerprints::new();
+    each_doc(&text, kind_of(path), |key, doc| {
+        let fingerprint = stored_fingerprint(&doc);
+        if old.get(&key) != Some(&fingerprint) {
+            changes.push(Change::Upsert(doc));
+        }
+        base.insert(key, fingerprint);
+    })
+    .map_err(|e| StoreError::invalid(path.display().to_string(), e))?;
+    changes.extend(
+        old.keys()
+            .filter(|key| !base.contains_key(*key))
+            .map(|key| Change::Delete(key.clone())),
+    );
     state.base = Some(base);
     state.last_good = Some(text.into());
     Ok(Some(changes))
 }
 
-/// Reads the file as the watch opens: it becomes the base of the next diff, and its
-/// documents wait for the snapshot that follows.
+/// Reads the file as the watch opens: it becomes the base of the next diff.
 fn prime(path: &Path, state: &Mutex<State>) -> Result<(), StoreError> {
     let mut state = state.lock().expect("file state lock");
     let text = read_text(path)?;
-    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-    state.hash = Some(hash);
-    let docs = parse_path_text(path, &text)?;
-    state.base = Some(fingerprints(&docs));
+    state.hash = Some(xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
+    let mut base = Fingerprints::new();
+    each_doc(&text, kind_of(path), |key, doc| {
+        base.insert(key, stored_fingerprint(&doc));
+    })
+    .map_err(|e| StoreError::invalid(path.display().to_string(), e))?;
+    state.base = Some(base);
     state.last_good = Some(text.into());
-    state.primed = Some((hash, docs));
     Ok(())
 }
 
@@ -171,66 +189,104 @@ fn read_text(path: &Path) -> Result<String, StoreError> {
         .map_err(|e| StoreError::unavailable(format!("reading {}", path.display()), e))
 }
 
-fn fingerprints(docs: &Docs) -> Fingerprints {
-    docs.iter()
-        .map(|(key, doc)| (key.clone(), stored_fingerprint(doc)))
-        .collect()
-}
-
 /// Parses a list of documents; a document without `_id` is kept (keyed by position) so
 /// that the cache refuses it visibly instead of it vanishing here.
 fn parse_docs(text: &str, kind: Kind) -> Result<Docs, ParseError> {
-    let value: Value = match kind {
-        Kind::Json => serde_json::from_str(text)?,
-        Kind::Yaml => serde_yaml_ng::from_str(text)?,
-    };
-    let list = match value {
-        Value::Array(list) => list,
-        Value::Null => Vec::new(),
-        other => return Err(ParseError::NotAList(json_kind(&other))),
-    };
     let mut docs = Docs::new();
-    for (i, doc) in list.into_iter().enumerate() {
-        let key = doc_id(&doc).unwrap_or_else(|| format!("#{}", i + 1));
-        if docs.insert(key.clone(), doc).is_some() {
-            return Err(ParseError::DuplicateId {
-                id: key,
-                entry: i + 1,
-            });
-        }
-    }
+    each_doc(text, kind, |key, doc| {
+        docs.insert(key, doc);
+    })?;
     Ok(docs)
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
+/// Hands each document of the list in `text` to `f` with its key (`_id`, or `#<n>` by
+/// position) as it is parsed, without building the whole list: a file of 100,000
+/// configs is never in memory as documents all at once. A duplicate key stops it.
+fn each_doc(text: &str, kind: Kind, f: impl FnMut(String, Value)) -> Result<(), ParseError> {
+    let mut visitor = EachDoc {
+        f,
+        seen: HashSet::new(),
+        refusal: None,
+    };
+    let parsed = match kind {
+        Kind::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            de.deserialize_any(&mut visitor)
+                .and_then(|()| de.end())
+                .map_err(ParseError::from)
+        }
+        Kind::Yaml => serde_yaml_ng::Deserializer::from_str(text)
+            .deserialize_any(&mut visitor)
+            .map_err(ParseError::from),
+    };
+    match visitor.refusal.take() {
+        Some(refusal) => Err(refusal),
+        None => parsed,
     }
 }
 
-/// The changes that turn the documents fingerprinted in `old` into `new`, and the
-/// fingerprints of `new` (the next base).
-fn diff(old: &Fingerprints, new: Docs) -> (Vec<Change>, Fingerprints) {
-    let mut changes = Vec::new();
-    let mut base = Fingerprints::new();
-    for (key, doc) in new {
-        let fingerprint = stored_fingerprint(&doc);
-        if old.get(&key) != Some(&fingerprint) {
-            changes.push(Change::Upsert(doc));
-        }
-        base.insert(key, fingerprint);
+/// The visitor behind [`each_doc`]; a refusal of its own (not a list, a duplicate) is
+/// kept here, since the deserializer's error could only carry it as text.
+struct EachDoc<F> {
+    f: F,
+    seen: HashSet<String>,
+    refusal: Option<ParseError>,
+}
+
+impl<F> EachDoc<F> {
+    fn refuse<E: serde::de::Error>(&mut self, refusal: ParseError) -> Result<(), E> {
+        let message = refusal.to_string();
+        self.refusal = Some(refusal);
+        Err(E::custom(message))
     }
-    for key in old.keys() {
-        if !base.contains_key(key) {
-            changes.push(Change::Delete(key.clone()));
-        }
+}
+
+impl<'de, F: FnMut(String, Value)> Visitor<'de> for &mut EachDoc<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of config documents")
     }
-    (changes, base)
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut entry = 0;
+        while let Some(doc) = seq.next_element::<Value>()? {
+            entry += 1;
+            let key = doc_id(&doc).unwrap_or_else(|| format!("#{entry}"));
+            if !self.seen.insert(key.clone()) {
+                return self.refuse(ParseError::DuplicateId { id: key, entry });
+            }
+            (self.f)(key, doc);
+        }
+        Ok(())
+    }
+
+    // An empty file (YAML) or `null`: no documents.
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.refuse(ParseError::NotAList("a mapping"))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.refuse(ParseError::NotAList("a string"))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.refuse(ParseError::NotAList("a boolean"))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.refuse(ParseError::NotAList("a number"))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.refuse(ParseError::NotAList("a number"))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.refuse(ParseError::NotAList("a number"))
+    }
 }
 
 #[async_trait]
@@ -340,19 +396,24 @@ impl ConfigStore for FileStore {
             Origin::Embedded(_) => Ok(self.read()?.into_values().collect()),
             // Only reads: the watcher's base moves with the watcher alone, so a resync
             // can never make it skip an edit it has not sent yet.
-            Origin::Path(path) => {
-                let text = read_text(path)?;
-                let primed = self.state.lock().expect("file state lock").primed.take();
-                let docs = match primed {
-                    // The watch read these very bytes a moment ago.
-                    Some((hash, docs)) if hash == xxhash_rust::xxh3::xxh3_128(text.as_bytes()) => {
-                        docs
-                    }
-                    _ => parse_path_text(path, &text)?,
-                };
-                Ok(docs.into_values().collect())
-            }
+            Origin::Path(path) => Ok(read_docs(path)?.into_values().collect()),
         }
+    }
+
+    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
+        let (text, kind, what) = match &self.origin {
+            Origin::Embedded(text) => (
+                std::borrow::Cow::Borrowed(*text),
+                Kind::Yaml,
+                "the embedded default configs".to_string(),
+            ),
+            Origin::Path(path) => (
+                read_text(path)?.into(),
+                kind_of(path),
+                path.display().to_string(),
+            ),
+        };
+        each_doc(&text, kind, |_, doc| each(doc)).map_err(|e| StoreError::invalid(what, e))
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {

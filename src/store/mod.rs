@@ -109,6 +109,14 @@ pub trait ConfigStore: Send + Sync + 'static {
     async fn watch(&self) -> Result<ChangeFeed, StoreError>;
     /// Every config document the worker should know about.
     async fn snapshot(&self) -> Result<Vec<Value>, StoreError>;
+    /// Every document of [`Self::snapshot`], handed to `each` one at a time as it is
+    /// read, so that a large store is never in memory whole as documents (100,000 of
+    /// them take about 180 MB as JSON values). On an error, what `each` was already given
+    /// is to be discarded. The default reads [`Self::snapshot`].
+    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
+        self.snapshot().await?.into_iter().for_each(each);
+        Ok(())
+    }
     /// The documents whose `ingestion.landing_container` is `container`.
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError>;
     /// A human description safe for logs (never a credential).

@@ -29,44 +29,78 @@ fn documents_without_id_are_kept_for_the_cache_to_refuse() {
 }
 
 #[test]
-fn diff_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
-    let docs = |list: Vec<(&str, serde_json::Value)>| -> Docs {
-        list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-    };
-    let old = docs(vec![
-        ("a", json!({"_id":"a","v":1})),
-        ("b", json!({"_id":"b"})),
-    ]);
-    let new = docs(vec![
-        ("a", json!({"_id":"a","v":2})),
-        ("c", json!({"_id":"c"})),
-    ]);
-    let (changes, base) = diff(&fingerprints(&old), new.clone());
+fn refresh_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    let state = Mutex::new(State::default());
+    std::fs::write(&path, r#"[{"_id":"a","v":1},{"_id":"b"}]"#).unwrap();
+    prime(&path, &state).unwrap();
+    std::fs::write(&path, r#"[{"_id":"a","v":2},{"_id":"c"},{"_id":"b"}]"#).unwrap();
     assert_eq!(
-        changes,
-        vec![
+        refresh(&path, &state).unwrap(),
+        Some(vec![
             Change::Upsert(json!({"_id":"a","v":2})),
             Change::Upsert(json!({"_id":"c"})),
-            Change::Delete("b".into()),
-        ]
+        ]),
+        "`b` is unchanged"
     );
-    assert_eq!(base, fingerprints(&new));
-    assert!(diff(&base, new).0.is_empty());
+    std::fs::write(&path, r#"[{"_id":"c"},{"_id":"b"}]"#).unwrap();
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        Some(vec![Change::Delete("a".into())])
+    );
 }
 
 #[tokio::test]
-async fn the_snapshot_after_the_watch_opens_reuses_its_read_and_a_later_one_reads_again() {
+async fn snapshot_each_hands_over_what_snapshot_returns_and_refuses_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.json");
-    std::fs::write(&path, r#"[{"_id": "a"}]"#).unwrap();
-    let store = FileStore::new(&path);
-    let _feed = store.watch().await.unwrap();
-    assert!(store.state.lock().unwrap().primed.is_some());
-    assert_eq!(store.snapshot().await.unwrap(), vec![json!({"_id": "a"})]);
-    assert!(store.state.lock().unwrap().primed.is_none(), "taken once");
-    // A primed read whose bytes no longer match the file is not used.
-    store.state.lock().unwrap().primed = Some((0, Docs::new()));
-    assert_eq!(store.snapshot().await.unwrap(), vec![json!({"_id": "a"})]);
+    for (name, text) in [
+        (
+            "c.json",
+            r#"[{"_id": "a"}, {"_id": "b"}, {"enabled": true}]"#,
+        ),
+        ("c.yaml", "- {_id: a}\n- {_id: b}\n- {enabled: true}\n"),
+        ("empty.yaml", ""),
+        ("null.json", "null"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let store = FileStore::new(&path);
+        let mut each = Vec::new();
+        store
+            .snapshot_each(&mut |doc| each.push(doc))
+            .await
+            .unwrap();
+        let mut all = store.snapshot().await.unwrap();
+        let key = |v: &serde_json::Value| v.to_string();
+        each.sort_by_key(key);
+        all.sort_by_key(key);
+        assert_eq!(each, all, "{name}");
+    }
+    for (name, text, why) in [
+        (
+            "dup.json",
+            r#"[{"_id": "a"}, {"_id": "a"}]"#,
+            "duplicate _id `a` (entry 2)",
+        ),
+        (
+            "map.yaml",
+            "{_id: a}",
+            "expected a list of config documents, found a mapping",
+        ),
+        ("text.json", r#""x""#, "found a string"),
+        ("trailing.json", "[] x", "not valid JSON"),
+        ("broken.yaml", "- {_id: [", "not valid YAML"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let err = FileStore::new(&path)
+            .snapshot_each(&mut |_| {})
+            .await
+            .unwrap_err();
+        let shown = crate::telemetry::Chain(&err).to_string();
+        assert!(shown.contains(why), "{name}: {shown}");
+    }
 }
 
 #[tokio::test]
