@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -151,12 +152,13 @@ fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, Sto
     let old = state.base.as_ref().unwrap_or(&empty);
     let mut changes = Vec::new();
     let mut base = Fingerprints::new();
-    each_doc(&text, kind_of(path), |key, doc| {
-        let fingerprint = stored_fingerprint(&doc);
+    each_entry(&text, kind_of(path), |key, entry| {
+        let fingerprint = entry.fingerprint();
         if old.get(&key) != Some(&fingerprint) {
-            changes.push(Change::Upsert(doc));
+            changes.push(Change::Upsert(entry.into_value()?));
         }
         base.insert(key, fingerprint);
+        Ok(())
     })
     .map_err(|e| StoreError::invalid(path.display().to_string(), e))?;
     changes.extend(
@@ -175,8 +177,9 @@ fn prime(path: &Path, state: &Mutex<State>) -> Result<(), StoreError> {
     let text = read_text(path)?;
     state.hash = Some(xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
     let mut base = Fingerprints::new();
-    each_doc(&text, kind_of(path), |key, doc| {
-        base.insert(key, stored_fingerprint(&doc));
+    each_entry(&text, kind_of(path), |key, entry| {
+        base.insert(key, entry.fingerprint());
+        Ok(())
     })
     .map_err(|e| StoreError::invalid(path.display().to_string(), e))?;
     state.base = Some(base);
@@ -202,9 +205,66 @@ fn parse_docs(text: &str, kind: Kind) -> Result<Docs, ParseError> {
 /// Hands each document of the list in `text` to `f` with its key (`_id`, or `#<n>` by
 /// position) as it is parsed, without building the whole list: a file of 100,000
 /// configs is never in memory as documents all at once. A duplicate key stops it.
-fn each_doc(text: &str, kind: Kind, f: impl FnMut(String, Value)) -> Result<(), ParseError> {
+fn each_doc(text: &str, kind: Kind, mut f: impl FnMut(String, Value)) -> Result<(), ParseError> {
+    each_entry(text, kind, |key, entry| {
+        f(key, entry.into_value()?);
+        Ok(())
+    })
+}
+
+/// One document of the list as read. In a JSON file it stays the document's text until
+/// asked for: the watcher diffs by fingerprints of that text, so an edit deserializes
+/// only the documents that changed.
+enum Entry<'a> {
+    Text(&'a RawValue),
+    Value(Value),
+}
+
+impl Entry<'_> {
+    /// A fingerprint of the stored form (the JSON text, or the YAML document's value);
+    /// one file kind always fingerprints the same way.
+    fn fingerprint(&self) -> u128 {
+        match self {
+            Entry::Text(raw) => xxhash_rust::xxh3::xxh3_128(raw.get().as_bytes()),
+            Entry::Value(value) => stored_fingerprint(value),
+        }
+    }
+
+    fn key(&self) -> Option<String> {
+        match self {
+            Entry::Text(raw) => {
+                /// Just the `_id` of a document; every other field is skipped unparsed.
+                #[derive(serde::Deserialize)]
+                struct IdOnly {
+                    #[serde(rename = "_id")]
+                    id: Option<Value>,
+                }
+                let id = serde_json::from_str::<IdOnly>(raw.get()).ok()?.id?;
+                doc_id(&Value::Object(
+                    [("_id".to_string(), id)].into_iter().collect(),
+                ))
+            }
+            Entry::Value(value) => doc_id(value),
+        }
+    }
+
+    fn into_value(self) -> Result<Value, ParseError> {
+        match self {
+            Entry::Text(raw) => Ok(serde_json::from_str(raw.get())?),
+            Entry::Value(value) => Ok(value),
+        }
+    }
+}
+
+/// [`each_doc`] with each document as an [`Entry`]; an error of `f` stops it.
+fn each_entry<'a>(
+    text: &'a str,
+    kind: Kind,
+    f: impl FnMut(String, Entry<'a>) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
     let mut visitor = EachDoc {
         f,
+        text: matches!(kind, Kind::Json),
         seen: HashSet::new(),
         refusal: None,
     };
@@ -225,10 +285,12 @@ fn each_doc(text: &str, kind: Kind, f: impl FnMut(String, Value)) -> Result<(), 
     }
 }
 
-/// The visitor behind [`each_doc`]; a refusal of its own (not a list, a duplicate) is
-/// kept here, since the deserializer's error could only carry it as text.
+/// The visitor behind [`each_entry`]; a refusal of its own (not a list, a duplicate, an
+/// error of `f`) is kept here, since the deserializer's error could only carry it as text.
 struct EachDoc<F> {
     f: F,
+    /// Read documents as JSON text ([`Entry::Text`]) rather than values.
+    text: bool,
     seen: HashSet<String>,
     refusal: Option<ParseError>,
 }
@@ -241,7 +303,7 @@ impl<F> EachDoc<F> {
     }
 }
 
-impl<'de, F: FnMut(String, Value)> Visitor<'de> for &mut EachDoc<F> {
+impl<'de, F: FnMut(String, Entry<'de>) -> Result<(), ParseError>> Visitor<'de> for &mut EachDoc<F> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -250,13 +312,21 @@ impl<'de, F: FnMut(String, Value)> Visitor<'de> for &mut EachDoc<F> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut entry = 0;
-        while let Some(doc) = seq.next_element::<Value>()? {
+        loop {
+            let next = if self.text {
+                seq.next_element::<&'de RawValue>()?.map(Entry::Text)
+            } else {
+                seq.next_element::<Value>()?.map(Entry::Value)
+            };
+            let Some(doc) = next else { break };
             entry += 1;
-            let key = doc_id(&doc).unwrap_or_else(|| format!("#{entry}"));
+            let key = doc.key().unwrap_or_else(|| format!("#{entry}"));
             if !self.seen.insert(key.clone()) {
                 return self.refuse(ParseError::DuplicateId { id: key, entry });
             }
-            (self.f)(key, doc);
+            if let Err(e) = (self.f)(key, doc) {
+                return self.refuse(e);
+            }
         }
         Ok(())
     }
