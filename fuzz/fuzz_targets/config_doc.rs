@@ -41,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
     );
     if let Some(pattern) = &config.pattern {
         for field in &config.extract_fields {
-            assert!(pattern.captures().contains(field), "{field} is not captured");
+            assert!(
+                pattern.captures().contains(field),
+                "{field} is not captured"
+            );
         }
         for path in [pattern.as_str(), config.container.as_str()] {
             if let Some(fields) = config.match_path(path) {
@@ -53,5 +56,8 @@ fuzz_target!(|data: &[u8]| {
 
     let exported = serde_json::to_value(&config.doc).expect("a config doc serializes");
     let reread = parse_doc(&exported).expect("an exported config reads back");
-    assert_eq!(reread, config.doc, "export then import changed the document");
+    assert_eq!(
+        reread, config.doc,
+        "export then import changed the document"
+    );
 });

@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
 
     let again = event::parse(body, header);
     assert!(
-        results.iter().map(comparable).eq(again.iter().map(comparable)),
+        results
+            .iter()
+            .map(comparable)
+            .eq(again.iter().map(comparable)),
         "parsing the same message twice gave different results"
     );
 });
@@ -111,7 +114,10 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
     assert!(created, "not a created event: {e:?} (header {header:?})");
     match e.format {
         EventFormat::EventGrid | EventFormat::CloudEvents => {
-            assert!(!e.container.contains('/'), "Azure container with `/`: {e:?}");
+            assert!(
+                !e.container.contains('/'),
+                "Azure container with `/`: {e:?}"
+            );
             if let Some(account) = &e.account {
                 assert!(!account.is_empty() && !account.contains('/'), "{e:?}");
             }
@@ -123,9 +129,15 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
         EventFormat::Gcs => assert_eq!(e.account, None),
     }
     let raw = record.raw.get();
-    assert!(raw.starts_with('{'), "a record's raw JSON is an object: {raw}");
+    assert!(
+        raw.starts_with('{'),
+        "a record's raw JSON is an object: {raw}"
+    );
     let text = std::str::from_utf8(body).expect("a parsed body is UTF-8");
-    assert!(text.contains(raw), "a record's raw JSON is copied from the body");
+    assert!(
+        text.contains(raw),
+        "a record's raw JSON is copied from the body"
+    );
 
     // The routed message: its headers and envelope.
     let config = config();
