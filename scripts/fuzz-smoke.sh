@@ -32,8 +32,9 @@ cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev
 
 # `--dev`: the whole dependency tree is built instrumented from cold, and unoptimized is
 # far cheaper than cargo-fuzz's default release build (opt-level 3, one codegen unit);
-# for a smoke run that matters more than executions per second. No sanitizer: the code under test is safe Rust; ASan would halve the
-# executions. FUZZ_BUILD overrides both (e.g. FUZZ_BUILD="--release --sanitizer none").
+# for a smoke run that matters more than executions per second. No sanitizer: the code
+# under test is safe Rust, and AddressSanitizer slows every execution. FUZZ_BUILD
+# overrides both (e.g. FUZZ_BUILD="--release --sanitizer none").
 # shellcheck disable=SC2206 # FUZZ_BUILD is split into arguments on purpose
 build=(${FUZZ_BUILD:---dev --sanitizer none})
 log "cargo fuzz build ${build[*]} (libFuzzer instrumentation, debug assertions)"
