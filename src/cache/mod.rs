@@ -300,9 +300,11 @@ impl ConfigCache {
     /// [`crate::store::ConfigStore::snapshot_each`]); the cache changes only at
     /// [`Reload::finish`], and not at all if the reload is dropped instead.
     pub fn reload(&self) -> Reload<'_> {
+        // Sized for the usual answer: about as many configs as now.
+        let expected = self.state.lock().expect("cache state lock").configs.len();
         Reload {
             cache: self,
-            next: HashMap::new(),
+            next: HashMap::with_capacity(expected),
             refused: BTreeMap::new(),
             documents: 0,
         }

@@ -152,7 +152,7 @@ fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, Sto
     let old = state.base.as_ref().unwrap_or(&empty);
     let mut changes = Vec::new();
     let mut base = Fingerprints::new();
-    each_entry(&text, kind_of(path), |key, entry| {
+    each_entry(&text, kind_of(path), true, |key, entry| {
         let fingerprint = entry.fingerprint();
         if old.get(&key) != Some(&fingerprint) {
             changes.push(Change::Upsert(entry.into_value()?));
@@ -177,7 +177,7 @@ fn prime(path: &Path, state: &Mutex<State>) -> Result<(), StoreError> {
     let text = read_text(path)?;
     state.hash = Some(xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
     let mut base = Fingerprints::new();
-    each_entry(&text, kind_of(path), |key, entry| {
+    each_entry(&text, kind_of(path), true, |key, entry| {
         base.insert(key, entry.fingerprint());
         Ok(())
     })
@@ -206,7 +206,7 @@ fn parse_docs(text: &str, kind: Kind) -> Result<Docs, ParseError> {
 /// position) as it is parsed, without building the whole list: a file of 100,000
 /// configs is never in memory as documents all at once. A duplicate key stops it.
 fn each_doc(text: &str, kind: Kind, mut f: impl FnMut(String, Value)) -> Result<(), ParseError> {
-    each_entry(text, kind, |key, entry| {
+    each_entry(text, kind, false, |key, entry| {
         f(key, entry.into_value()?);
         Ok(())
     })
@@ -256,15 +256,17 @@ impl Entry<'_> {
     }
 }
 
-/// [`each_doc`] with each document as an [`Entry`]; an error of `f` stops it.
+/// [`each_doc`] with each document as an [`Entry`]: as its text when `as_text` and the
+/// file is JSON, else as a value. An error of `f` stops it.
 fn each_entry<'a>(
     text: &'a str,
     kind: Kind,
+    as_text: bool,
     f: impl FnMut(String, Entry<'a>) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let mut visitor = EachDoc {
         f,
-        text: matches!(kind, Kind::Json),
+        text: as_text && matches!(kind, Kind::Json),
         seen: HashSet::new(),
         refusal: None,
     };
