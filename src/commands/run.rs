@@ -225,12 +225,18 @@ async fn consume(
     }
     // Hand back what was prefetched but never started, so another replica can take it
     // now rather than after ack_wait. At most one batch is buffered; asking for more
-    // would pull (and nak) the backlog in a loop.
+    // would pull (and nak) the backlog in a loop. A message on its last delivery is not
+    // handed back (the server would not deliver it again: it would be lost); it is
+    // handled here, within the shutdown timeout, like the ones in flight.
     let mut handed_back = 0;
     for _ in 0..concurrency {
         match tokio::time::timeout(HAND_BACK_WAIT, messages.next()).await {
             Ok(Some(Ok(msg))) => {
-                if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
+                let delivered = msg.info().map_or(1, |i| i.delivered);
+                if pipeline.delivery.is_last(delivered) {
+                    let pipeline = pipeline.clone();
+                    tasks.spawn(async move { pipeline.handle(msg).await });
+                } else if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
                     handed_back += 1;
                 }
             }

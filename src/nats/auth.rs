@@ -170,6 +170,8 @@ impl ConnectSettings {
             }
             AuthSpec::NKey(path) => {
                 let seed = read_secret("nkey seed file", path)?;
+                // A seed never has spaces: whatever surrounds it is formatting.
+                let seed = Secret::new(seed.expose().trim());
                 let pair = nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
                     invalid(
                         "nkey seed file",
@@ -283,7 +285,11 @@ fn read_secret(what: &'static str, path: &Path) -> Result<Secret, SettingsError>
         path: path.to_path_buf(),
         source,
     })?;
-    let value = text.trim();
+    // One line ending only: a secret may itself begin or end with spaces.
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
     if value.is_empty() {
         return Err(invalid(what, path, "empty"));
     }

@@ -158,7 +158,7 @@ pub async fn durable(
             .collect::<Vec<_>>()
             .join("; ");
         let update = jetstream::consumer::Config {
-            max_deliver: settings.max_deliver,
+            max_deliver: raised_max_deliver(existing.max_deliver, settings.max_deliver),
             ack_wait: settings.ack_wait,
             max_ack_pending: settings.max_ack_pending,
             backoff: Vec::new(),
@@ -190,9 +190,36 @@ pub async fn durable(
     Ok((consumer, policy))
 }
 
+/// The `max_deliver` to set on an existing consumer: the flag's, unless that would lower
+/// a finite limit. Replicas decide a message's last delivery from the value they read at
+/// startup; had a later replica lowered it, they would nak a message the server then
+/// never delivers again. Raised, they only dead-letter earlier than they need to. (An
+/// unlimited consumer, from a version without the backstop, does get the limit: replicas
+/// of that version must be gone before a message fails that often.)
+fn raised_max_deliver(existing: i64, flag: i64) -> i64 {
+    if existing > 0 && flag > 0 && flag < existing {
+        tracing::warn!(
+            existing,
+            flag,
+            "not lowering the durable consumer's max_deliver (running replicas rely on it); lower it by hand once all run with the new flag"
+        );
+        existing
+    } else {
+        flag
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_deliver_is_raised_or_set_but_never_lowered() {
+        assert_eq!(raised_max_deliver(-1, 20), 20, "unlimited gets the limit");
+        assert_eq!(raised_max_deliver(10, 20), 20);
+        assert_eq!(raised_max_deliver(30, 20), 30, "never lowered");
+        assert_eq!(raised_max_deliver(20, 20), 20);
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

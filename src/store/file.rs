@@ -239,10 +239,15 @@ impl Entry<'_> {
                     #[serde(rename = "_id")]
                     id: Option<Value>,
                 }
-                let id = serde_json::from_str::<IdOnly>(raw.get()).ok()?.id?;
-                doc_id(&Value::Object(
-                    [("_id".to_string(), id)].into_iter().collect(),
-                ))
+                match serde_json::from_str::<IdOnly>(raw.get()) {
+                    Ok(only) => doc_id(&Value::Object(
+                        [("_id".to_string(), only.id?)].into_iter().collect(),
+                    )),
+                    // Not an object, or `_id` given twice: key it exactly as its value
+                    // would be (the last `_id` wins), so the watcher and the snapshot
+                    // agree.
+                    Err(_) => doc_id(&serde_json::from_str::<Value>(raw.get()).ok()?),
+                }
             }
             Entry::Value(value) => doc_id(value),
         }

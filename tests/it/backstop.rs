@@ -378,7 +378,7 @@ async fn an_existing_consumer_is_updated_to_the_flags() {
     let configs = ConfigFile::fixture();
     let flags = [
         "--max-deliver",
-        "4",
+        "6",
         "--ack-wait",
         "7s",
         "--max-ack-pending",
@@ -386,17 +386,23 @@ async fn an_existing_consumer_is_updated_to_the_flags() {
     ];
     let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
     let info = stream.consumer_info("blob-router").await.unwrap();
-    assert_eq!(info.config.max_deliver, 4, "logs:\n{}", worker.logs());
+    assert_eq!(info.config.max_deliver, 6, "logs:\n{}", worker.logs());
     assert_eq!(info.config.ack_wait, Duration::from_secs(7));
     assert_eq!(info.config.max_ack_pending, 50);
     assert!(info.config.backoff.is_empty());
     let logs = worker.logs();
     assert!(
         logs.contains("updated the existing durable consumer")
-            && logs.contains("max_deliver: 5 (flags: 4)"),
+            && logs.contains("max_deliver: 5 (flags: 6)"),
         "{logs}"
     );
     // And it still routes.
     publish_inputs(&js, 1, 0).await;
     assert_eq!(wait_outputs(&js, 1, Duration::from_secs(20)).await, (1, 0));
+    drop(worker);
+    // A replica with a lower limit does not lower it: the others rely on it.
+    let lower = Worker::start(&nats.url(), &configs.path, &["--max-deliver", "3"]).await;
+    let info = stream.consumer_info("blob-router").await.unwrap();
+    assert_eq!(info.config.max_deliver, 6, "logs:\n{}", lower.logs());
+    assert!(lower.logs().contains("not lowering"), "{}", lower.logs());
 }

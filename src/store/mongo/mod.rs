@@ -194,7 +194,19 @@ impl MongoStore {
     }
 
     async fn find(&self, filter: Document) -> Result<Vec<Value>, StoreError> {
-        let cursor = self
+        let mut docs = Vec::new();
+        self.find_each(filter, &mut |doc| docs.push(doc)).await?;
+        Ok(docs)
+    }
+
+    /// Hands each matching document to `each` as the cursor yields it (batch by batch),
+    /// so a large collection is never in memory whole.
+    async fn find_each(
+        &self,
+        filter: Document,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), StoreError> {
+        let mut cursor = self
             .shared
             .collection
             .find(filter)
@@ -202,11 +214,14 @@ impl MongoStore {
             .sort(doc! {"_id": 1})
             .await
             .map_err(|e| self.driver_error("find", e))?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
+        while let Some(doc) = cursor
+            .try_next()
             .await
-            .map_err(|e| self.driver_error("find", e))?;
-        Ok(docs.into_iter().map(to_json).collect())
+            .map_err(|e| self.driver_error("find", e))?
+        {
+            each(to_json(doc));
+        }
+        Ok(())
     }
 
     /// A driver error as the caller's kind of error: bad credentials will not heal by
@@ -242,6 +257,13 @@ impl ConfigStore for MongoStore {
 
     async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         self.find(visible()).await
+    }
+
+    async fn snapshot_each(
+        &self,
+        each: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), StoreError> {
+        self.find_each(visible(), each).await
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {

@@ -51,6 +51,27 @@ fn refresh_yields_upserts_for_new_and_changed_and_deletes_for_removed() {
     );
 }
 
+#[test]
+fn a_json_entry_with_its_id_given_twice_is_keyed_as_its_value_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    let state = Mutex::new(State::default());
+    std::fs::write(&path, r#"[{"_id": "a", "_id": "x"}, {"_id": "b"}]"#).unwrap();
+    prime(&path, &state).unwrap();
+    let snapshot = parse_docs(&std::fs::read_to_string(&path).unwrap(), Kind::Json).unwrap();
+    let base = state.lock().unwrap().base.clone().unwrap();
+    assert_eq!(
+        base.keys().collect::<Vec<_>>(),
+        snapshot.keys().collect::<Vec<_>>()
+    );
+    std::fs::write(&path, r#"[{"_id": "b"}]"#).unwrap();
+    assert_eq!(
+        refresh(&path, &state).unwrap(),
+        Some(vec![Change::Delete("x".into())]),
+        "the last `_id` wins, as in the snapshot"
+    );
+}
+
 #[tokio::test]
 async fn snapshot_each_hands_over_what_snapshot_returns_and_refuses_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
