@@ -117,6 +117,7 @@ async fn every_format_is_routed_with_its_metadata() {
         "source_config_refused_total",
         "blob_router_messages_received_total",
         "blob_router_messages_retried_total",
+        "blob_router_messages_abandoned_total",
         "blob_router_routing_latency_seconds_bucket",
     ] {
         assert!(
