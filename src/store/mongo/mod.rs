@@ -259,10 +259,7 @@ impl ConfigStore for MongoStore {
         self.find(visible()).await
     }
 
-    async fn snapshot_each(
-        &self,
-        each: &mut (dyn FnMut(Value) + Send),
-    ) -> Result<(), StoreError> {
+    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
         self.find_each(visible(), each).await
     }
 
