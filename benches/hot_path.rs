@@ -1,6 +1,10 @@
 //! The per-event hot path without I/O: parse a message, decide its route against a
 //! realistic index, build the routed envelope. Run with `cargo bench --bench hot_path`.
 
+/// The worker's allocator (see `src/main.rs`), so the figures are the worker's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

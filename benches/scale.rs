@@ -6,6 +6,10 @@
 //! - applying one changed document to a 100,000-config cache, and a TTL resync of
 //!   100,000 unchanged documents (which must recompile nothing).
 
+/// The worker's allocator (see `src/main.rs`), so the figures are the worker's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 

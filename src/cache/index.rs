@@ -7,8 +7,9 @@
 //! container copies the shard list (pointers) and that one shard, not every container,
 //! so applying one document stays cheap however many configs the cache holds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::config::SourceConfig;
 

@@ -18,18 +18,20 @@ pub mod index;
 pub mod miss;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Guard};
+// A fast hasher: a resync looks up every config by `_id`, and the keys are operators' own.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;
 
 pub use index::Index;
 
-use crate::config::{doc_id, parse_doc, stored_fingerprint, ConfigError, SourceConfig};
-use crate::store::{landing_container, Change};
+use crate::config::{doc_id, parse_doc, ConfigError, SourceConfig};
+use crate::store::{landing_container, Change, StoredDoc};
 use crate::telemetry::events::{
     CacheChanged, CacheReloaded, ConfigRefused, FeedRestarted, FeedStatusChanged, InternalEvent,
 };
@@ -60,6 +62,9 @@ struct State {
     feed_active: bool,
     /// Times the feed was resumed or restarted since the process started.
     feed_restarts: u64,
+    /// Moves on every change to `configs`: a reload that saw only unchanged documents
+    /// and finds it where it started knows it changes nothing.
+    revision: u64,
 }
 
 /// What [`State::compile`] made of a stored document.
@@ -71,17 +76,26 @@ enum Compiled {
 }
 
 impl State {
-    /// Compiles `doc` (whose `_id` is `id`) unless the cache holds that very document:
+    /// Compiles `doc` unless the cache holds that very document:
     /// the same stored form is recognised by its stored fingerprint without being
     /// deserialized (the TTL resync's common case), another form of the same document
     /// (`$oid` against a hex string, say) by the fingerprint of what it parses to.
-    fn compile(&self, doc: &Value, id: Option<&str>, routed_prefix: &str) -> Compiled {
-        let existing = id.and_then(|id| self.configs.get(id));
-        let stored = stored_fingerprint(doc);
+    fn compile(&self, doc: &StoredDoc<'_>, routed_prefix: &str) -> Compiled {
+        let existing = doc.id().and_then(|id| self.configs.get(id));
+        let stored = doc.fingerprint();
         if let Some(existing) = existing.filter(|c| c.stored_fingerprint == Some(stored)) {
             return Compiled::Unchanged(existing.clone());
         }
-        let parsed = match parse_doc(doc) {
+        let value = match doc.value() {
+            Ok(value) => value,
+            Err(e) => {
+                return Compiled::New(Err(ConfigError {
+                    id: doc.id().map(str::to_string),
+                    problems: vec![format!("document does not parse: {e}")],
+                }))
+            }
+        };
+        let parsed = match parse_doc(&value) {
             Ok(parsed) => parsed,
             Err(err) => return Compiled::New(Err(err)),
         };
@@ -121,6 +135,7 @@ impl State {
 
     /// Inserts or replaces a config; returns the one it replaced.
     fn insert(&mut self, config: Arc<SourceConfig>) -> Option<Arc<SourceConfig>> {
+        self.revision += 1;
         let old = self.configs.insert(config.id.clone(), config.clone());
         if let Some(old) = &old {
             self.unlist(old);
@@ -135,6 +150,7 @@ impl State {
     /// Removes a config; returns it.
     fn remove(&mut self, id: &str) -> Option<Arc<SourceConfig>> {
         let old = self.configs.remove(id)?;
+        self.revision += 1;
         self.unlist(&old);
         Some(old)
     }
@@ -150,6 +166,7 @@ impl State {
 
     /// Replaces every config at once.
     fn replace_all(&mut self, configs: HashMap<String, Arc<SourceConfig>>) {
+        self.revision += 1;
         let mut by_container: HashMap<Arc<str>, Vec<Arc<SourceConfig>>> = HashMap::new();
         for c in configs.values() {
             by_container
@@ -239,21 +256,21 @@ impl ConfigCache {
     /// Inserts or replaces one config from its full document.
     pub fn upsert(&self, doc: &Value) {
         let mut state = self.state.lock().expect("cache state lock");
-        let touched = self.upsert_locked(&mut state, doc);
+        let touched = self.upsert_locked(&mut state, &StoredDoc::borrowed(doc));
         if !touched.is_empty() {
             self.changed(&mut state, touched);
         }
     }
 
     /// Applies one document; returns the containers whose entries must be rebuilt.
-    fn upsert_locked(&self, state: &mut State, doc: &Value) -> Vec<Arc<str>> {
-        let id = doc_id(doc);
+    fn upsert_locked(&self, state: &mut State, doc: &StoredDoc<'_>) -> Vec<Arc<str>> {
         // Compiled once per version: an identical document keeps its compiled config.
-        let compiled = match state.compile(doc, id.as_deref(), &self.routed_prefix) {
+        let compiled = match state.compile(doc, &self.routed_prefix) {
             Compiled::Unchanged(_) => return Vec::new(),
             Compiled::New(result) => result,
         };
-        let refused_key = id.clone().unwrap_or_else(|| "<no _id>".to_string());
+        let id = doc.id();
+        let refused_key = id.unwrap_or("<no _id>").to_string();
         let mut touched: Vec<Arc<str>> = Vec::new();
         match compiled {
             Ok(config) => {
@@ -267,10 +284,10 @@ impl ConfigCache {
             }
             Err(err) => {
                 ConfigRefused { error: &err }.emit(&self.metrics);
-                if let Some(old) = id.as_deref().and_then(|id| state.remove(id)) {
+                if let Some(old) = id.and_then(|id| state.remove(id)) {
                     touched.push(old.container.clone());
                 }
-                if let Some(c) = landing_container(doc) {
+                if let Some(c) = doc.value().ok().as_deref().and_then(landing_container) {
                     touched.push(c.into());
                 }
                 state.refused.insert(refused_key, err);
@@ -292,7 +309,8 @@ impl ConfigCache {
     /// number of configs that differed from what the cache held (the drift).
     pub fn reset(&self, docs: Vec<Value>) -> usize {
         let mut reload = self.reload();
-        docs.iter().for_each(|doc| reload.add(doc));
+        docs.iter()
+            .for_each(|doc| reload.add(StoredDoc::borrowed(doc)));
         reload.finish()
     }
 
@@ -300,11 +318,14 @@ impl ConfigCache {
     /// [`crate::store::ConfigStore::snapshot_each`]); the cache changes only at
     /// [`Reload::finish`], and not at all if the reload is dropped instead.
     pub fn reload(&self) -> Reload<'_> {
-        // Sized for the usual answer: about as many configs as now.
-        let expected = self.state.lock().expect("cache state lock").configs.len();
+        let state = self.state.lock().expect("cache state lock");
         Reload {
             cache: self,
-            next: HashMap::with_capacity(expected),
+            // Sized for the usual answer: about as many configs as now.
+            next: Vec::with_capacity(state.configs.len()),
+            all_unchanged: true,
+            kept: HashSet::with_capacity(state.configs.len()),
+            revision: state.revision,
             refused: BTreeMap::new(),
             documents: 0,
         }
@@ -338,7 +359,7 @@ impl ConfigCache {
             touched.push(container.into());
         }
         for doc in &docs {
-            touched.extend(self.upsert_locked(&mut state, doc));
+            touched.extend(self.upsert_locked(&mut state, &StoredDoc::borrowed(doc)));
         }
         if !touched.is_empty() {
             // The source knew something the cache did not.
@@ -432,7 +453,15 @@ impl ConfigCache {
 /// A full reload in progress: [`ConfigCache::reload`].
 pub struct Reload<'c> {
     cache: &'c ConfigCache,
-    next: HashMap<String, Arc<SourceConfig>>,
+    /// The new content, in the order read (a later document with the same `_id` wins).
+    next: Vec<Arc<SourceConfig>>,
+    /// Every document so far was one the cache holds, unchanged, and none came twice.
+    all_unchanged: bool,
+    /// The addresses of the configs kept unchanged so far (while `all_unchanged`), to
+    /// spot a repeat.
+    kept: HashSet<usize>,
+    /// The cache's [`State::revision`] when the reload began.
+    revision: u64,
     refused: BTreeMap<String, ConfigError>,
     documents: usize,
 }
@@ -440,33 +469,30 @@ pub struct Reload<'c> {
 impl Reload<'_> {
     /// Validates and compiles one document of the new content, unless the cache holds
     /// it unchanged already (then its compiled config is kept).
-    pub fn add(&mut self, doc: &Value) {
+    pub fn add(&mut self, doc: StoredDoc<'_>) {
         self.documents += 1;
         let cache = self.cache;
         let state = cache.state.lock().expect("cache state lock");
-        let id = doc_id(doc);
-        let compiled = match state.compile(doc, id.as_deref(), &cache.routed_prefix) {
+        let compiled = match state.compile(&doc, &cache.routed_prefix) {
             // Unchanged: keep the compiled config (and count no drift).
             Compiled::Unchanged(existing) => {
-                self.next.insert(existing.id.clone(), existing);
+                if self.all_unchanged && !self.kept.insert(Arc::as_ptr(&existing) as usize) {
+                    self.all_unchanged = false;
+                }
+                self.next.push(existing);
                 return;
             }
             Compiled::New(result) => result,
         };
+        self.all_unchanged = false;
         match compiled {
-            Ok(c) => {
-                self.next.insert(c.id.clone(), Arc::new(c));
-            }
+            Ok(c) => self.next.push(Arc::new(c)),
             Err(err) => {
-                if !state
-                    .refused
-                    .get(id.as_deref().unwrap_or("<no _id>"))
-                    .is_some_and(|e| *e == err)
-                {
+                let key = doc.id().unwrap_or("<no _id>");
+                if !state.refused.get(key).is_some_and(|e| *e == err) {
                     ConfigRefused { error: &err }.emit(&cache.metrics);
                 }
-                self.refused
-                    .insert(id.unwrap_or_else(|| "<no _id>".to_string()), err);
+                self.refused.insert(key.to_string(), err);
             }
         }
     }
@@ -482,27 +508,42 @@ impl Reload<'_> {
         let Reload {
             cache,
             next,
+            all_unchanged,
+            revision,
             refused,
             ..
         } = self;
         let mut state = cache.state.lock().expect("cache state lock");
-        let drift = next
-            .iter()
-            .filter(|(id, c)| {
-                !state
-                    .configs
-                    .get(*id)
-                    .is_some_and(|old| Arc::ptr_eq(old, c))
-            })
-            .count()
-            + state
-                .configs
-                .keys()
-                .filter(|id| !next.contains_key(*id))
-                .count();
-        // Unchanged (the TTL resync's usual answer): the configs, and so the index, stay.
+        // The TTL resync's usual answer, told without a lookup by `_id`: every document
+        // was one the cache holds, unchanged, none came twice, the cache did not move
+        // meanwhile, and the counts agree (so none is gone).
+        let drift =
+            if all_unchanged && revision == state.revision && next.len() == state.configs.len() {
+                0
+            } else {
+                let next: HashMap<String, Arc<SourceConfig>> =
+                    next.into_iter().map(|c| (c.id.clone(), c)).collect();
+                let drift = next
+                    .iter()
+                    .filter(|(id, c)| {
+                        !state
+                            .configs
+                            .get(*id)
+                            .is_some_and(|old| Arc::ptr_eq(old, c))
+                    })
+                    .count()
+                    + state
+                        .configs
+                        .keys()
+                        .filter(|id| !next.contains_key(*id))
+                        .count();
+                if drift > 0 {
+                    state.replace_all(next);
+                }
+                drift
+            };
+        // Unchanged: the configs, and so the index, stay.
         if drift > 0 {
-            state.replace_all(next);
             cache
                 .index
                 .store(Arc::new(Index::build(state.configs.values())));

@@ -97,7 +97,7 @@ pub async fn load(
     source: &dyn ConfigStore,
 ) -> Result<(usize, usize), StoreError> {
     let mut reload = cache.reload();
-    source.snapshot_each(&mut |doc| reload.add(&doc)).await?;
+    source.snapshot_each(&mut |doc| reload.add(doc)).await?;
     let documents = reload.documents();
     Ok((documents, reload.finish()))
 }

@@ -16,7 +16,12 @@ use serde_json::Value;
 /// Best-effort `_id` of a raw document, for keying and reporting: a string as is, a
 /// number as its digits, an ObjectId (`{"$oid": ...}`) as its hex.
 pub fn doc_id(value: &Value) -> Option<String> {
-    match value.get("_id")? {
+    id_string(value.get("_id")?)
+}
+
+/// An `_id` value read as [`doc_id`] reads it.
+pub(super) fn id_string(id: &Value) -> Option<String> {
+    match id {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         other => oid_hex(other),

@@ -7,10 +7,12 @@
 //! (in logs and `/health/cache`) instead of one per deploy.
 
 mod extjson;
+mod fingerprint;
 mod intern;
 mod pattern;
 
 pub use extjson::doc_id;
+pub use fingerprint::{stored_fingerprint, stored_json, StoredJson};
 pub use pattern::{PathPattern, PatternError};
 
 use std::cmp::Ordering;
@@ -155,55 +157,6 @@ impl SourceConfigDoc {
         self.hash(&mut hasher);
         hasher.digest128()
     }
-}
-
-/// A 128-bit hash of a stored document exactly as stored (types, keys, values), without
-/// deserializing it: the same stored document always gives the same fingerprint, so the
-/// resync skips unchanged documents cheaply. Two forms of one document (an `$oid` `_id`
-/// and its hex string) differ here; [`SourceConfigDoc::fingerprint`] decides those.
-pub fn stored_fingerprint(value: &Value) -> u128 {
-    fn feed(value: &Value, h: &mut Xxh3Default) {
-        match value {
-            Value::Null => h.update(b"n"),
-            Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
-            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                (Some(i), _, _) => {
-                    h.update(b"i");
-                    h.update(&i.to_le_bytes());
-                }
-                (None, Some(u), _) => {
-                    h.update(b"u");
-                    h.update(&u.to_le_bytes());
-                }
-                (None, None, f) => {
-                    h.update(b"f");
-                    h.update(&f.unwrap_or(f64::NAN).to_bits().to_le_bytes());
-                }
-            },
-            Value::String(s) => {
-                h.update(b"s");
-                h.update(&(s.len() as u64).to_le_bytes());
-                h.update(s.as_bytes());
-            }
-            Value::Array(items) => {
-                h.update(b"[");
-                h.update(&(items.len() as u64).to_le_bytes());
-                items.iter().for_each(|v| feed(v, h));
-            }
-            Value::Object(map) => {
-                h.update(b"{");
-                h.update(&(map.len() as u64).to_le_bytes());
-                for (k, v) in map {
-                    h.update(&(k.len() as u64).to_le_bytes());
-                    h.update(k.as_bytes());
-                    feed(v, h);
-                }
-            }
-        }
-    }
-    let mut hasher = Xxh3Default::new();
-    feed(value, &mut hasher);
-    hasher.digest128()
 }
 
 impl SourceConfig {

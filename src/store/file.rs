@@ -11,12 +11,13 @@
 //! the last good text (for forced reads while the file is broken), never the parsed
 //! documents, which for 100,000 configs would take about 180 MB.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use foldhash::{HashSet, HashSetExt};
 use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
@@ -24,8 +25,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{landing_container, Change, ChangeFeed, ConfigStore, StoreError};
-use crate::config::{doc_id, stored_fingerprint};
+use super::{landing_container, Change, ChangeFeed, ConfigStore, StoreError, StoredDoc};
+use crate::config::{doc_id, stored_fingerprint, stored_json, StoredJson};
 use crate::telemetry::Chain;
 
 /// The configs the worker runs with when neither `--configs` nor a database is given.
@@ -212,51 +213,43 @@ fn each_doc(text: &str, kind: Kind, mut f: impl FnMut(String, Value)) -> Result<
     })
 }
 
-/// One document of the list as read. In a JSON file it stays the document's text until
-/// asked for: the watcher diffs by fingerprints of that text, so an edit deserializes
-/// only the documents that changed.
+/// One document of the list as read. In a JSON file it stays the document's text, with
+/// its `_id` and fingerprint read in one pass ([`stored_json`]): the watcher diffs by
+/// those fingerprints and the snapshot hands them on, so only the documents that changed
+/// are ever deserialized.
 enum Entry<'a> {
-    Text(&'a RawValue),
+    Text(&'a RawValue, StoredJson),
     Value(Value),
 }
 
-impl Entry<'_> {
-    /// A fingerprint of the stored form (the JSON text, or the YAML document's value);
-    /// one file kind always fingerprints the same way.
+impl<'a> Entry<'a> {
+    /// One file kind always fingerprints the same way, and a JSON text as the value it
+    /// parses to.
     fn fingerprint(&self) -> u128 {
         match self {
-            Entry::Text(raw) => xxhash_rust::xxh3::xxh3_128(raw.get().as_bytes()),
+            Entry::Text(_, stored) => stored.fingerprint,
             Entry::Value(value) => stored_fingerprint(value),
         }
     }
 
     fn key(&self) -> Option<String> {
         match self {
-            Entry::Text(raw) => {
-                /// Just the `_id` of a document; every other field is skipped unparsed.
-                #[derive(serde::Deserialize)]
-                struct IdOnly {
-                    #[serde(rename = "_id")]
-                    id: Option<Value>,
-                }
-                match serde_json::from_str::<IdOnly>(raw.get()) {
-                    Ok(only) => doc_id(&Value::Object(
-                        [("_id".to_string(), only.id?)].into_iter().collect(),
-                    )),
-                    // Not an object, or `_id` given twice: key it exactly as its value
-                    // would be (the last `_id` wins), so the watcher and the snapshot
-                    // agree.
-                    Err(_) => doc_id(&serde_json::from_str::<Value>(raw.get()).ok()?),
-                }
-            }
+            Entry::Text(_, stored) => stored.id.clone(),
             Entry::Value(value) => doc_id(value),
         }
     }
 
     fn into_value(self) -> Result<Value, ParseError> {
         match self {
-            Entry::Text(raw) => Ok(serde_json::from_str(raw.get())?),
+            Entry::Text(raw, _) => Ok(serde_json::from_str(raw.get())?),
             Entry::Value(value) => Ok(value),
+        }
+    }
+
+    fn into_stored(self) -> StoredDoc<'a> {
+        match self {
+            Entry::Text(raw, stored) => StoredDoc::from_json(raw, stored),
+            Entry::Value(value) => StoredDoc::from_value(value),
         }
     }
 }
@@ -321,7 +314,17 @@ impl<'de, F: FnMut(String, Entry<'de>) -> Result<(), ParseError>> Visitor<'de> f
         let mut entry = 0;
         loop {
             let next = if self.text {
-                seq.next_element::<&'de RawValue>()?.map(Entry::Text)
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(raw) => Some(match stored_json(raw.get()) {
+                        Ok(stored) => Entry::Text(raw, stored),
+                        // Valid JSON that still fails to read (nested too deep, say):
+                        // reading it as a value reports why.
+                        Err(_) => Entry::Value(
+                            serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?,
+                        ),
+                    }),
+                    None => None,
+                }
             } else {
                 seq.next_element::<Value>()?.map(Entry::Value)
             };
@@ -477,7 +480,10 @@ impl ConfigStore for FileStore {
         }
     }
 
-    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
+    async fn snapshot_each(
+        &self,
+        each: &mut (dyn for<'d> FnMut(StoredDoc<'d>) + Send),
+    ) -> Result<(), StoreError> {
         let (text, kind, what) = match &self.origin {
             Origin::Embedded(text) => (
                 std::borrow::Cow::Borrowed(*text),
@@ -490,7 +496,11 @@ impl ConfigStore for FileStore {
                 path.display().to_string(),
             ),
         };
-        each_doc(&text, kind, |_, doc| each(doc)).map_err(|e| StoreError::invalid(what, e))
+        each_entry(&text, kind, true, |_, entry| {
+            each(entry.into_stored());
+            Ok(())
+        })
+        .map_err(|e| StoreError::invalid(what, e))
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {

@@ -19,13 +19,17 @@
 pub mod file;
 pub mod mongo;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::ExponentialBuilder;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+use crate::config::{doc_id, stored_fingerprint, StoredJson};
 
 /// One item of a change feed.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +47,69 @@ pub enum Change {
     /// missed (the cache stops remembering negative answers); `error` is shown in
     /// `/health/cache` (e.g. a config file that no longer parses).
     Status { active: bool, error: Option<String> },
+}
+
+/// One stored document as a store hands it to the cache: its `_id`, the
+/// [`stored_fingerprint`] of its stored form, and the document itself, deserialized only
+/// when the cache needs it. A document the cache already holds unchanged (the TTL
+/// resync's usual case) is recognised by its fingerprint and never built as a value.
+pub struct StoredDoc<'a> {
+    id: Option<String>,
+    fingerprint: u128,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    Value(Cow<'a, Value>),
+    /// A JSON document's text (as a file holds it).
+    Json(&'a RawValue),
+}
+
+impl<'a> StoredDoc<'a> {
+    /// A document read as a value.
+    pub fn from_value(value: Value) -> Self {
+        Self::new(Cow::Owned(value))
+    }
+
+    /// A document read as a value, lent.
+    pub fn borrowed(value: &'a Value) -> Self {
+        Self::new(Cow::Borrowed(value))
+    }
+
+    fn new(value: Cow<'a, Value>) -> Self {
+        Self {
+            id: doc_id(&value),
+            fingerprint: stored_fingerprint(&value),
+            body: Body::Value(value),
+        }
+    }
+
+    /// A JSON document's text, whose `_id` and fingerprint
+    /// [`crate::config::stored_json`] read.
+    pub fn from_json(text: &'a RawValue, stored: StoredJson) -> Self {
+        Self {
+            id: stored.id,
+            fingerprint: stored.fingerprint,
+            body: Body::Json(text),
+        }
+    }
+
+    /// The `_id`, as [`doc_id`] reads it.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub fn fingerprint(&self) -> u128 {
+        self.fingerprint
+    }
+
+    /// The document as a value (parsed now, if it was text).
+    pub fn value(&self) -> Result<Cow<'_, Value>, serde_json::Error> {
+        match &self.body {
+            Body::Value(v) => Ok(Cow::Borrowed(&**v)),
+            Body::Json(text) => serde_json::from_str(text.get()).map(Cow::Owned),
+        }
+    }
 }
 
 /// The receiving end of a change feed. The source stops feeding when it is dropped.
@@ -113,8 +180,13 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// read, so that a large store is never in memory whole as documents (100,000 of
     /// them take about 180 MB as JSON values). On an error, what `each` was already given
     /// is to be discarded. The default reads [`Self::snapshot`].
-    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
-        self.snapshot().await?.into_iter().for_each(each);
+    async fn snapshot_each(
+        &self,
+        each: &mut (dyn for<'d> FnMut(StoredDoc<'d>) + Send),
+    ) -> Result<(), StoreError> {
+        for doc in self.snapshot().await? {
+            each(StoredDoc::from_value(doc));
+        }
         Ok(())
     }
     /// The documents whose `ingestion.landing_container` is `container`.

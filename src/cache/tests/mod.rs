@@ -106,6 +106,24 @@ fn reset_reports_drift_and_keeps_unchanged_configs() {
     assert_eq!(ids(&cache, "c"), vec!["b", "d"]);
 }
 
+#[test]
+fn an_unchanged_reload_is_told_apart_from_a_repeat_or_a_change_meanwhile() {
+    let cache = cache();
+    cache.reset(vec![doc("a", "c", 1), doc("b", "c", 1)]);
+    // Every document unchanged and as many as the cache holds, but `a` twice: `b` is
+    // gone, which the count alone would miss.
+    assert_eq!(cache.reset(vec![doc("a", "c", 1), doc("a", "c", 1)]), 1);
+    assert_eq!(ids(&cache, "c"), vec!["a"]);
+    // A change applied while a reload reads: the reload's content wins, as drift.
+    cache.reset(vec![doc("a", "c", 1), doc("b", "c", 1)]);
+    let mut reload = cache.reload();
+    reload.add(StoredDoc::borrowed(&doc("a", "c", 1)));
+    reload.add(StoredDoc::borrowed(&doc("b", "c", 1)));
+    cache.upsert(&doc("b", "c", 2));
+    assert_eq!(reload.finish(), 1);
+    assert_eq!(cache.load().candidates("c")[1].version, 1);
+}
+
 /// The same config in each form MongoDB (or `mongoexport`) may store it: ObjectId
 /// `_id`, a date in each extended-JSON form, `$numberLong`/`$numberInt`, integral doubles.
 fn typed_forms() -> Vec<Value> {

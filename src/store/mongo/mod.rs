@@ -40,7 +40,7 @@ use mongodb::{Client, Collection, IndexModel};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{ChangeFeed, ConfigStore, StoreError};
+use super::{ChangeFeed, ConfigStore, StoreError, StoredDoc};
 use token::TokenFile;
 
 /// The field the forced read queries, and that `configs import` indexes.
@@ -259,8 +259,12 @@ impl ConfigStore for MongoStore {
         self.find(visible()).await
     }
 
-    async fn snapshot_each(&self, each: &mut (dyn FnMut(Value) + Send)) -> Result<(), StoreError> {
-        self.find_each(visible(), each).await
+    async fn snapshot_each(
+        &self,
+        each: &mut (dyn for<'d> FnMut(StoredDoc<'d>) + Send),
+    ) -> Result<(), StoreError> {
+        self.find_each(visible(), &mut |doc| each(StoredDoc::from_value(doc)))
+            .await
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {

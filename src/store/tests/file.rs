@@ -89,7 +89,14 @@ async fn snapshot_each_hands_over_what_snapshot_returns_and_refuses_the_same_fil
         let store = FileStore::new(&path);
         let mut each = Vec::new();
         store
-            .snapshot_each(&mut |doc| each.push(doc))
+            .snapshot_each(&mut |doc| {
+                let value = doc.value().unwrap().into_owned();
+                // Handed over as text or as a value, a document carries the `_id` and
+                // fingerprint its value has.
+                assert_eq!(doc.id(), crate::config::doc_id(&value).as_deref());
+                assert_eq!(doc.fingerprint(), crate::config::stored_fingerprint(&value));
+                each.push(value)
+            })
             .await
             .unwrap();
         let mut all = store.snapshot().await.unwrap();
