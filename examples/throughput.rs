@@ -4,7 +4,7 @@
 //! ```text
 //! throughput configs FILE CONTAINERS PER_CONTAINER   write a config file for the worker
 //! throughput preload N                               N Event Grid events into BLOB_EVENTS
-//! throughput forward CONCURRENCY                     the do-nothing forwarder, until drained
+//! throughput forward CONCURRENCY [routed]            the do-nothing forwarder, until drained
 //! throughput wait-drained CONSUMER                   time until CONSUMER has nothing left
 //! throughput reset                                   delete the streams (the next run starts clean)
 //! ```
@@ -15,6 +15,9 @@
 //! its PubAck awaited, then the input acked: the worker's delivery guarantees, without
 //! the routing. Events go to the containers of the generated configs, each matched by
 //! the last of its container's configs (the others are tried first and do not match).
+//! With `routed`, a diagnostic, the forwarder writes the very subjects (one per config)
+//! and headers the worker writes for the same events, so nats-server does the same work
+//! for both and what is left between them is the worker's own.
 //! `$NATS_URL` names the server.
 
 use std::time::{Duration, Instant};
@@ -138,10 +141,45 @@ fn envelope_padding(containers: u64) -> usize {
     envelope.len().saturating_sub(body.len())
 }
 
+/// What the forwarder writes: the yardstick's one subject and one header, or (`routed`,
+/// a diagnostic) exactly the subjects and headers the worker writes for the same events,
+/// so that the server's share of the work is the same for both.
+#[derive(Clone, Copy, PartialEq)]
+enum Outputs {
+    Plain,
+    Routed { containers: u64, per: u64 },
+}
+
+impl Outputs {
+    /// Subject and headers of the output for the input at stream sequence `seq`.
+    fn of(self, seq: u64) -> (String, HeaderMap) {
+        let mut h = HeaderMap::new();
+        match self {
+            Outputs::Plain => {
+                h.insert("Nats-Msg-Id", format!("fwd-{seq}").as_str());
+                ("blob.routed.forwarded".to_string(), h)
+            }
+            Outputs::Routed { containers, per } => {
+                // Event `n` is the preload's `seq - 1`th, for container `n % containers`,
+                // matched by that container's last config.
+                let n = seq.saturating_sub(1);
+                let event_id = format!("bench-{n}");
+                let source = format!("cfg-{}-{}", n % containers, per - 1);
+                let msg_id = blob_router::output::routed_msg_id(&event_id, &source);
+                h.insert("Nats-Msg-Id", msg_id.as_str());
+                h.insert("Blob-Router-Source-Id", source.as_str());
+                h.insert("Blob-Router-Event-Id", event_id.as_str());
+                (format!("blob.routed.{source}"), h)
+            }
+        }
+    }
+}
+
 async fn forward(
     js: &jetstream::Context,
     concurrency: usize,
     containers: u64,
+    outputs: Outputs,
 ) -> anyhow::Result<()> {
     let padding = vec![b' '; envelope_padding(containers)];
     let stream = js.get_stream(INPUT).await?;
@@ -163,6 +201,7 @@ async fn forward(
         .messages()
         .await?;
     let started = Instant::now();
+    let cpu = CpuClock::start("forwarder", "self");
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut done = 0u64;
@@ -174,11 +213,10 @@ async fn forward(
         body.extend_from_slice(&msg.payload);
         body.extend_from_slice(&padding);
         tasks.spawn(async move {
-            let mut h = HeaderMap::new();
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            h.insert("Nats-Msg-Id", format!("fwd-{seq}").as_str());
+            let (subject, h) = outputs.of(seq);
             let ack = js
-                .publish_with_headers("blob.routed.forwarded", h, body.into())
+                .publish_with_headers(subject, h, body.into())
                 .await?
                 .await;
             if ack.is_ok() {
@@ -197,10 +235,63 @@ async fn forward(
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "forwarder {total} events in {secs:.2} s: {:.0}/s",
-        total as f64 / secs
+        "forwarder {total} events in {secs:.2} s: {:.0}/s; {}",
+        total as f64 / secs,
+        cpu.per_event(total)
     );
     Ok(())
+}
+
+/// CPU time (user + system) that processes use over a run, from `/proc/PID/stat` (Linux;
+/// clock ticks of 10 ms): the client under test (`self`, or the worker's pid in
+/// `$BENCH_WORKER_PID`) and nats-server (`$BENCH_SERVER_PID`), per event. Shows where the
+/// two cores went, whatever the rate.
+struct CpuClock {
+    processes: Vec<(&'static str, String, Option<Duration>)>,
+}
+
+impl CpuClock {
+    fn start(label: &'static str, pid: &str) -> Self {
+        let mut processes = vec![(label, pid.to_string())];
+        if let Ok(server) = std::env::var("BENCH_SERVER_PID") {
+            processes.push(("nats-server", server));
+        }
+        CpuClock {
+            processes: processes
+                .into_iter()
+                .map(|(label, pid)| {
+                    let at = cpu_time(&pid);
+                    (label, pid, at)
+                })
+                .collect(),
+        }
+    }
+
+    /// `cpu per event: <label> X µs, nats-server Y µs`.
+    fn per_event(&self, events: u64) -> String {
+        let parts: Vec<String> = self
+            .processes
+            .iter()
+            .map(|(label, pid, start)| match (start, cpu_time(pid)) {
+                (Some(start), Some(now)) if events > 0 => format!(
+                    "{label} {:.1} µs",
+                    (now - *start).as_secs_f64() * 1e6 / events as f64
+                ),
+                _ => format!("{label} ?"),
+            })
+            .collect();
+        format!("cpu per event: {}", parts.join(", "))
+    }
+}
+
+/// User + system CPU time of process `pid` (`self` for this one) so far.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 (state) on:
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Longest wait for a consumer to drain before the bench gives up.
@@ -211,6 +302,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 /// are not counted, so a head start does not flatter it).
 async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result<()> {
     let mut started = None;
+    let mut cpu = None;
+    let worker_pid = std::env::var("BENCH_WORKER_PID").ok();
     let stream = js.get_stream(INPUT).await?;
     let total = stream.clone().info().await?.state.messages;
     let mut done_before = 0;
@@ -219,6 +312,9 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
             let info = c.info().await?;
             if started.is_none() {
                 started = Some(Instant::now());
+                cpu = worker_pid
+                    .as_deref()
+                    .map(|pid| CpuClock::start("worker", pid));
                 done_before = total.saturating_sub(info.num_pending + info.num_ack_pending as u64);
             }
             if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -236,9 +332,11 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
         .elapsed()
         .as_secs_f64();
     let counted = total - done_before;
+    let cpu = cpu.map(|c| format!("; {}", c.per_event(counted)));
     println!(
-        "{consumer} {counted} events in {secs:.2} s: {:.0}/s",
-        counted as f64 / secs
+        "{consumer} {counted} events in {secs:.2} s: {:.0}/s{}",
+        counted as f64 / secs,
+        cpu.unwrap_or_default()
     );
     Ok(())
 }
@@ -269,7 +367,19 @@ async fn main() -> anyhow::Result<()> {
     let js = jetstream::new(async_nats::connect(url()).await?);
     match arg(0) {
         Some("preload") => preload(&js, num(1, 100_000), containers).await,
-        Some("forward") => forward(&js, num(1, 64) as usize, containers).await,
+        Some("forward") => {
+            let outputs = match arg(2) {
+                Some("routed") => Outputs::Routed {
+                    containers,
+                    per: std::env::var("BENCH_PER")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(10),
+                },
+                _ => Outputs::Plain,
+            };
+            forward(&js, num(1, 64) as usize, containers, outputs).await
+        }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,
         _ => anyhow::bail!(

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Throughput of the worker against a do-nothing forwarder on the same machine, server and
-# events (see examples/throughput.rs for the forwarder). Prints both rates and, last,
-# `ratio X.XX` (worker / forwarder).
+# events (see examples/throughput.rs for the forwarder). Each round runs the forwarder,
+# then the worker, on the same N freshly preloaded events, and prints both rates, the
+# CPU each client and nats-server spent per event, and the round's ratio; the last line,
+# `ratio X.XX`, is the median of the rounds' ratios (worker / forwarder), since on a
+# shared 2-core machine one run's rate can move by a tenth.
 #
-#   scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
+#   [ROUNDS=3] [OUTPUTS=routed] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
+#
+# OUTPUTS=routed (a diagnostic) makes the forwarder write the worker's own subjects and
+# headers, so that nats-server's work is the same in both runs.
 #
 # Defaults: 100000 events, concurrency 64, 100 containers x 10 configs (1,000 configs).
 # It starts its own nats-server (JetStream, file storage, a temporary store, a port the
@@ -25,21 +31,29 @@ start_nats
 export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
 echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs in $CONTAINERS containers"
 
+ROUNDS="${ROUNDS:-3}"
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
+export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
-# 1. The forwarder.
-"$TOOL" reset
-"$TOOL" preload "$EVENTS"
-forwarder="$("$TOOL" forward "$CONCURRENCY")"
-echo "$forwarder"
-
-# 2. The worker, same events, same concurrency.
-"$TOOL" reset
-"$TOOL" preload "$EVENTS"
-start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
-worker="$("$TOOL" wait-drained blob-router)"
-echo "${worker/blob-router/worker}"
-
-f="$(echo "$forwarder" | grep -o '[0-9]*/s' | tr -d '/s')"
-w="$(echo "$worker" | grep -o '[0-9]*/s' | tr -d '/s')"
-awk -v w="$w" -v f="$f" 'BEGIN { printf "ratio %.2f\n", w / f }'
+rate() { echo "$1" | grep -o '[0-9]*/s' | head -1 | tr -d '/s'; }
+ratios=()
+for round in $(seq "$ROUNDS"); do
+    # 1. The forwarder.
+    "$TOOL" reset
+    "$TOOL" preload "$EVENTS"
+    forwarder="$("$TOOL" forward "$CONCURRENCY" ${OUTPUTS:-})"
+    echo "round $round: $forwarder"
+    # 2. The worker, same events, same concurrency.
+    "$TOOL" reset
+    "$TOOL" preload "$EVENTS"
+    start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
+    worker="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained blob-router)"
+    echo "round $round: ${worker/blob-router/worker}"
+    kill "${pids[-1]}"
+    wait "${pids[-1]}" 2>/dev/null || true
+    unset 'pids[-1]'
+    r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"
+    echo "round $round: ratio $r"
+    ratios+=("$r")
+done
+printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { printf "ratio %.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'

@@ -158,7 +158,10 @@ impl<'a> Envelope<'a> {
 
     /// The body as published.
     pub fn to_bytes(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).expect("an envelope always serializes"))
+        // Sized once: the raw event and its normalized copy, plus room for the rest.
+        let mut buf = Vec::with_capacity(2 * self.raw.get().len() + 512);
+        serde_json::to_writer(&mut buf, self).expect("an envelope always serializes");
+        Bytes::from(buf)
     }
 }
 

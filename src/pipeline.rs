@@ -168,7 +168,7 @@ impl Pipeline {
                         }),
                         Err(e) => {
                             let why = "config source unavailable on a miss";
-                            return self.failed(&msg, &input, delivered, why, &*e).await;
+                            return Box::pin(self.failed(&msg, &input, delivered, why, &*e)).await;
                         }
                     },
                 };
@@ -191,10 +191,9 @@ impl Pipeline {
                     .metrics()
                     .record_latency(started.elapsed().as_secs_f64());
             }
-            Err(e) => {
-                self.failed(&msg, &input, delivered, "publish failed", &e)
-                    .await
-            }
+            // The failure paths are boxed: their futures are large and rarely run, and
+            // every message's task would otherwise carry (and copy) their size.
+            Err(e) => Box::pin(self.failed(&msg, &input, delivered, "publish failed", &e)).await,
         }
     }
 
@@ -323,7 +322,7 @@ impl Pipeline {
             self.settle(out, &mut tally, &mut redirects).await?;
         }
         for r in redirects {
-            self.dead_letter_again(input, r.idx, &r.dead).await?;
+            Box::pin(self.dead_letter_again(input, r.idx, &r.dead)).await?;
             tally.dead(r.dead.reason);
         }
         Ok(tally)

@@ -24,16 +24,12 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
         .candidates(&event.container)
         .iter()
         .filter(|c| c.account.is_none() || c.account == event.account)
-        .filter(|c| c.matches(&event.path))
-        .find_map(|winner| {
-            // Captures are extracted for the winner only.
-            let Some(fields) = winner.match_path(&event.path) else {
-                // The two halves of the matcher disagree: a bug, never a silent miss.
-                tracing::error!(config = %winner.id, path = %event.path, "pattern matched but yielded no captures; trying the next config");
-                return None;
-            };
+        .find_map(|c| {
+            // One pass over the path for a candidate that does not match; captures are
+            // extracted for the winner only.
+            let fields = c.match_path(&event.path)?;
             Some(Match {
-                config: winner.clone(),
+                config: c.clone(),
                 metadata: fields
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -13,8 +13,9 @@
 //! - [`PathPattern::is_match`] answers "does it match" without allocating, in time
 //!   linear in the path times the pattern (the classic wildcard algorithm, which only
 //!   ever returns to the last star: once a later star is passed, it can absorb whatever
-//!   an earlier one would have). The router asks it of every candidate config.
-//! - [`PathPattern::match_path`] extracts the captures, for the winner only. Where a
+//!   an earlier one would have). Every candidate config of an event is asked.
+//! - [`PathPattern::match_path`] asks that first, then extracts the captures (so only
+//!   for the winner: the router tries each candidate with it). Where a
 //!   path can be split several ways (`{a}-{b}` on `x-y-z`), it picks the split a
 //!   backtracking regex would, `([^/]+)-([^/]+)`: every variable part as long as the
 //!   rest allows, in pattern order, so `a = x-y`. Failed states are remembered, so
@@ -228,6 +229,8 @@ impl PathPattern {
                 "is_match and capture extraction disagree on {path:?}"
             );
             if !found {
+                // A bug, never a silent miss: the caller tries its next config.
+                tracing::error!(pattern = %self.source, path, "pattern matched but yielded no captures");
                 return None;
             }
         }

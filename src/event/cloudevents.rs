@@ -15,27 +15,33 @@ use super::{
     RecordResult,
 };
 
+/// The fields of a CloudEvents event (built by [`super::Fields`] too, which reads them
+/// in the same pass as the schema's discriminating keys).
 #[derive(Deserialize)]
-struct Event<'a> {
+pub(super) struct Event<'a> {
     #[serde(borrow)]
-    specversion: Raw<'a>,
+    pub(super) specversion: Raw<'a>,
     #[serde(borrow)]
-    id: Raw<'a>,
+    pub(super) id: Raw<'a>,
     #[serde(rename = "type", borrow)]
-    event_type: Raw<'a>,
+    pub(super) event_type: Raw<'a>,
     #[serde(borrow)]
-    source: Raw<'a>,
+    pub(super) source: Raw<'a>,
     #[serde(borrow)]
-    subject: Raw<'a>,
+    pub(super) subject: Raw<'a>,
     #[serde(borrow)]
-    time: Raw<'a>,
+    pub(super) time: Raw<'a>,
     #[serde(borrow)]
-    data: Raw<'a>,
+    pub(super) data: Raw<'a>,
 }
 
 /// Parses one CloudEvents event; `raw` is the event object.
 pub(super) fn parse(raw: &RawValue) -> RecordResult {
-    let ev: Event = object(raw, "event").map_err(no_id)?;
+    read(raw, object(raw, "event").map_err(no_id)?)
+}
+
+/// Reads the fields of the CloudEvents event `raw`.
+pub(super) fn read(raw: &RawValue, ev: Event<'_>) -> RecordResult {
     let version = req_str(ev.specversion, "specversion").map_err(no_id)?;
     if version != "1.0" {
         return Err(no_id(malformed(format!(

@@ -14,25 +14,31 @@ use super::{
     no_id, object, opt_str, record, req_non_empty, req_str, with_id, EventFormat, Raw, RecordResult,
 };
 
+/// The fields of an Event Grid event (built by [`super::Fields`] too, which reads
+/// them in the same pass as the schema's discriminating keys).
 #[derive(Deserialize)]
-struct Event<'a> {
+pub(super) struct Event<'a> {
     #[serde(borrow)]
-    id: Raw<'a>,
+    pub(super) id: Raw<'a>,
     #[serde(rename = "eventType", borrow)]
-    event_type: Raw<'a>,
+    pub(super) event_type: Raw<'a>,
     #[serde(borrow)]
-    subject: Raw<'a>,
+    pub(super) subject: Raw<'a>,
     #[serde(borrow)]
-    topic: Raw<'a>,
+    pub(super) topic: Raw<'a>,
     #[serde(rename = "eventTime", borrow)]
-    event_time: Raw<'a>,
+    pub(super) event_time: Raw<'a>,
     #[serde(borrow)]
-    data: Raw<'a>,
+    pub(super) data: Raw<'a>,
 }
 
 /// Parses one Event Grid event; `raw` is the event object.
 pub(super) fn parse(raw: &RawValue) -> RecordResult {
-    let ev: Event = object(raw, "event").map_err(no_id)?;
+    read(raw, object(raw, "event").map_err(no_id)?)
+}
+
+/// Reads the fields of the Event Grid event `raw`.
+pub(super) fn read(raw: &RawValue, ev: Event<'_>) -> RecordResult {
     let id = req_non_empty(ev.id, "id").map_err(no_id)?;
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "eventType").map_err(&fail)?;

@@ -130,7 +130,7 @@ pub fn parse(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> 
 }
 
 /// The keys that tell the schemas apart. Unknown keys are skipped without being parsed.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Copy)]
 struct Probe<'a> {
     #[serde(rename = "Records", borrow)]
     records: Option<&'a RawValue>,
@@ -154,6 +154,115 @@ fn probe(raw: &RawValue) -> Result<Probe<'_>, EventError> {
     serde_json::from_str(raw.get()).map_err(|e| malformed(format!("not a valid event object: {e}")))
 }
 
+/// [`Probe`]'s keys and every field of the two Azure schemas, read in one pass: an
+/// Event Grid or CloudEvents event (the common case) is then not read a second time.
+/// Where this fails (a key repeated, a value of the wrong shape) the message is probed
+/// and read the usual way, which finds the same answer or reports why: every struct
+/// involved reads a subset of these keys, so when this succeeds they would too, with
+/// the same values.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Raw<'a>,
+    #[serde(rename = "EventName", borrow)]
+    minio_event_name: Raw<'a>,
+    #[serde(borrow)]
+    specversion: Raw<'a>,
+    #[serde(rename = "eventType", borrow)]
+    event_type: Raw<'a>,
+    #[serde(borrow)]
+    subject: Raw<'a>,
+    #[serde(borrow)]
+    bucket: Raw<'a>,
+    #[serde(borrow)]
+    name: Raw<'a>,
+    #[serde(rename = "Event", borrow)]
+    s3_service_event: Raw<'a>,
+    #[serde(borrow)]
+    id: Raw<'a>,
+    #[serde(borrow)]
+    topic: Raw<'a>,
+    #[serde(rename = "eventTime", borrow)]
+    event_time: Raw<'a>,
+    #[serde(borrow)]
+    data: Raw<'a>,
+    #[serde(rename = "type", borrow)]
+    ce_type: Raw<'a>,
+    #[serde(borrow)]
+    source: Raw<'a>,
+    #[serde(borrow)]
+    time: Raw<'a>,
+}
+
+/// How an event object was read: in one pass ([`Fields`]), or probed only.
+enum Read<'a> {
+    Fields(Fields<'a>),
+    Probed(Probe<'a>),
+}
+
+impl<'a> Read<'a> {
+    /// Reads the event object `raw` in one pass if it can, else probes it.
+    fn of(raw: &'a RawValue) -> Result<Self, EventError> {
+        match serde_json::from_str::<Fields<'a>>(raw.get()) {
+            Ok(fields) => Ok(Read::Fields(fields)),
+            Err(_) => probe(raw).map(Read::Probed),
+        }
+    }
+
+    fn probe(&self) -> Probe<'a> {
+        match self {
+            Read::Probed(p) => *p,
+            Read::Fields(f) => Probe {
+                records: f.records,
+                minio_event_name: f.minio_event_name,
+                specversion: f.specversion,
+                event_type: f.event_type,
+                subject: f.subject,
+                bucket: f.bucket,
+                name: f.name,
+                s3_service_event: f.s3_service_event,
+            },
+        }
+    }
+
+    /// The Event Grid event `raw` (this object).
+    fn event_grid(&self, raw: &RawValue) -> RecordResult {
+        match self {
+            Read::Probed(_) => eventgrid::parse(raw),
+            Read::Fields(f) => eventgrid::read(
+                raw,
+                eventgrid::Event {
+                    id: f.id,
+                    event_type: f.event_type,
+                    subject: f.subject,
+                    topic: f.topic,
+                    event_time: f.event_time,
+                    data: f.data,
+                },
+            ),
+        }
+    }
+
+    /// The CloudEvents event `raw` (this object).
+    fn cloud_events(&self, raw: &RawValue) -> RecordResult {
+        match self {
+            Read::Probed(_) => cloudevents::parse(raw),
+            Read::Fields(f) => cloudevents::read(
+                raw,
+                cloudevents::Event {
+                    specversion: f.specversion,
+                    id: f.id,
+                    event_type: f.ce_type,
+                    source: f.source,
+                    subject: f.subject,
+                    time: f.time,
+                    data: f.data,
+                },
+            ),
+        }
+    }
+}
+
 fn parse_array(root: &RawValue) -> Vec<RecordResult> {
     let elements: Vec<&RawValue> = match serde_json::from_str(root.get()) {
         Ok(elements) => elements,
@@ -170,11 +279,12 @@ fn parse_array_element(raw: &RawValue) -> RecordResult {
     if first_byte(raw) != b'{' {
         return Err(no_id(malformed("array element must be a JSON object")));
     }
-    let probe = probe(raw).map_err(no_id)?;
+    let read = Read::of(raw).map_err(no_id)?;
+    let probe = read.probe();
     if probe.specversion.is_some() {
-        cloudevents::parse(raw)
+        read.cloud_events(raw)
     } else if probe.event_type.is_some() && probe.subject.is_some() {
-        eventgrid::parse(raw)
+        read.event_grid(raw)
     } else {
         Err(no_id(malformed(
             "unrecognised event shape in array (expected Event Grid or CloudEvents)",
@@ -183,17 +293,18 @@ fn parse_array_element(raw: &RawValue) -> RecordResult {
 }
 
 fn parse_object(raw: &RawValue, header_event_type: Option<&str>) -> Vec<RecordResult> {
-    let probe = match probe(raw) {
-        Ok(probe) => probe,
+    let read = match Read::of(raw) {
+        Ok(read) => read,
         Err(e) => return vec![Err(no_id(e))],
     };
+    let probe = read.probe();
     if let Some(records) = probe.records {
         return s3::parse(records, probe.minio_event_name.is_some());
     }
     let result = if probe.specversion.is_some() {
-        cloudevents::parse(raw)
+        read.cloud_events(raw)
     } else if probe.event_type.is_some() && probe.subject.is_some() {
-        eventgrid::parse(raw)
+        read.event_grid(raw)
     } else if probe.bucket.is_some() && probe.name.is_some() {
         gcs::parse(raw, header_event_type)
     } else if let Some(event) = probe.s3_service_event {

@@ -72,7 +72,9 @@ impl Publisher {
             .await
         {
             Ok(pending) => Ok(pending),
-            Err(e) => Err(self.classify_failure(subject, e).await),
+            // Boxed: the rare path's lookup future would otherwise make every
+            // publish's future (and so every message's task) larger.
+            Err(e) => Err(Box::pin(self.classify_failure(subject, e)).await),
         }
     }
 
@@ -80,7 +82,7 @@ impl Publisher {
     pub async fn confirm(&self, subject: &str, pending: PendingAck) -> Result<(), PublishFailure> {
         match pending.await {
             Ok(_ack) => Ok(()),
-            Err(e) => Err(self.classify_failure(subject, e).await),
+            Err(e) => Err(Box::pin(self.classify_failure(subject, e)).await),
         }
     }
 
