@@ -164,7 +164,7 @@ impl Outputs {
                 // matched by that container's last config.
                 let n = seq.saturating_sub(1);
                 let event_id = format!("bench-{n}");
-                let source = format!("cfg-{}-{}", n % containers, per - 1);
+                let source = format!("cfg-{}-{}", n % containers, per.saturating_sub(1));
                 let msg_id = blob_router::output::routed_msg_id(&event_id, &source);
                 h.insert("Nats-Msg-Id", msg_id.as_str());
                 h.insert("Blob-Router-Source-Id", source.as_str());
@@ -284,7 +284,8 @@ impl CpuClock {
     }
 }
 
-/// User + system CPU time of process `pid` (`self` for this one) so far.
+/// User + system CPU time of process `pid` (`self` for this one) so far. Assumes Linux's
+/// USER_HZ of 100 (that of every common architecture).
 fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces), from field 3 (state) on:

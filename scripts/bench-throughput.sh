@@ -32,6 +32,8 @@ export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
 echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs in $CONTAINERS containers"
 
 ROUNDS="${ROUNDS:-3}"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
+case "${OUTPUTS:-}" in "" | routed) ;; *) echo "OUTPUTS must be empty or 'routed', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
@@ -49,7 +51,7 @@ for round in $(seq "$ROUNDS"); do
     start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
     worker="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained blob-router)"
     echo "round $round: ${worker/blob-router/worker}"
-    kill "${pids[-1]}"
+    kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" 2>/dev/null || true
     unset 'pids[-1]'
     r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"

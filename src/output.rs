@@ -158,7 +158,8 @@ impl<'a> Envelope<'a> {
 
     /// The body as published.
     pub fn to_bytes(&self) -> Bytes {
-        // Sized once: the raw event and its normalized copy, plus room for the rest.
+        // Sized once (an upper bound: the raw event, the normalized fields, which are
+        // mostly its strings again, and room for the rest).
         let mut buf = Vec::with_capacity(2 * self.raw.get().len() + 512);
         serde_json::to_writer(&mut buf, self).expect("an envelope always serializes");
         Bytes::from(buf)

@@ -10,17 +10,31 @@
 //! - an accepted document reads back the same after export (`configs export` writes
 //!   the `SourceConfigDoc` as JSON; `import` reads it through `parse_doc` again);
 //! - matching a path (its own pattern text, the landing container) never panics and
-//!   returns one value per extract field.
+//!   returns one value per extract field;
+//! - the text's fingerprint and `_id`, read without building the value, are the
+//!   value's: for the input itself unless it repeats a key (which the value keeps
+//!   once), and always for the value's own text.
 
 #![no_main]
 
-use blob_router::config::{parse_doc, SourceConfig};
+use blob_router::config::{doc_id, parse_doc, stored_fingerprint, stored_json, SourceConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
+    if let Ok(text) = std::str::from_utf8(data) {
+        let stored = stored_json(text).expect("JSON that parses to a value reads");
+        assert_eq!(stored.id, doc_id(&value));
+        if repeats_a_key(text) == Some(false) {
+            assert_eq!(stored.fingerprint, stored_fingerprint(&value), "{text}");
+        }
+    }
+    let own_text = serde_json::to_string(&value).expect("a value serializes");
+    let stored = stored_json(&own_text).expect("a value's own text reads");
+    assert_eq!(stored.fingerprint, stored_fingerprint(&value));
+    assert_eq!(stored.id, doc_id(&value));
     let config = match SourceConfig::from_value(&value, "blob.routed") {
         Ok(config) => config,
         Err(e) => {
@@ -60,3 +74,61 @@ fuzz_target!(|data: &[u8]| {
     let reread = parse_doc(&exported).expect("an exported config reads back");
     assert_eq!(reread, doc, "export then import changed the document");
 });
+
+/// Whether an object anywhere in `text` repeats a key (None if it does not read).
+fn repeats_a_key(text: &str) -> Option<bool> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Check<'a>(&'a mut bool);
+
+    impl<'de> DeserializeSeed<'de> for Check<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Check<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check(self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !keys.insert(key) {
+                    *self.0 = true;
+                }
+                map.next_value_seed(Check(self.0))?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut repeats = false;
+    let mut de = serde_json::Deserializer::from_str(text);
+    Check(&mut repeats).deserialize(&mut de).ok()?;
+    Some(repeats)
+}

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, Guard};
-// A fast hasher: a resync looks up every config by `_id`, and the keys are operators' own.
+// A fast hasher: a resync looks up every config by `_id`. Keys are config ids and
+// container names (the negative answers hold containers named by events, but only after
+// a bounded, coalesced forced read each); foldhash's per-process seed is enough there.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::Value;

@@ -6,7 +6,9 @@
 //! value, lengths before strings, closing tags after lists and maps). Streaming, so that
 //! a document's JSON text gives the same fingerprint as its parsed [`Value`] without
 //! the value being built ([`stored_json`]): for 100,000 unchanged documents in a file,
-//! that is what keeps a resync cheap. Two forms of one document (an `$oid` `_id` and its
+//! that is what keeps a resync cheap. A map's keys are hashed in the order given, which
+//! for a `Value` is the text's order only with serde_json's `preserve_order` (on in
+//! Cargo.toml); without it the two would differ and every resync would parse. Two forms of one document (an `$oid` `_id` and its
 //! hex string) differ here; [`super::SourceConfigDoc::fingerprint`] decides those.
 
 use std::fmt;

@@ -252,8 +252,8 @@ impl SourceConfig {
         })
     }
 
-    /// Whether the whole path matches (no pattern: every path does). Allocates nothing:
-    /// the router asks it of every candidate, and extracts fields from the winner only.
+    /// Whether the whole path matches (no pattern: every path does). Allocates nothing.
+    /// ([`Self::match_path`] asks the same first, and extracts fields only on a match.)
     pub fn matches(&self, path: &str) -> bool {
         self.pattern.as_ref().is_none_or(|p| p.is_match(path))
     }

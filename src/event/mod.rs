@@ -13,8 +13,9 @@
 //! the same message still go through.
 //!
 //! This runs once per event on the hot path: nothing is deserialized into
-//! `serde_json::Value`. Messages are first probed with borrowed [`RawValue`] slices, then read
-//! into small typed structs whose fields borrow from the message bytes; only the final
+//! `serde_json::Value`. Messages are probed with borrowed [`RawValue`] slices (for an Azure
+//! event, in the same pass that reads its fields), then read into small typed structs
+//! whose fields borrow from the message bytes; only the final
 //! [`BlobEvent`] and a copy of the record's raw JSON are allocated. Nothing here recurses on
 //! its own: nesting is bounded by serde_json (its recursion limit, and its non-recursive
 //! skipping of ignored values).

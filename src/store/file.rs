@@ -153,7 +153,7 @@ fn refresh(path: &Path, state: &Mutex<State>) -> Result<Option<Vec<Change>>, Sto
     let old = state.base.as_ref().unwrap_or(&empty);
     let mut changes = Vec::new();
     let mut base = Fingerprints::new();
-    each_entry(&text, kind_of(path), true, |key, entry| {
+    each_entry(&text, kind_of(path), |key, entry| {
         let fingerprint = entry.fingerprint();
         if old.get(&key) != Some(&fingerprint) {
             changes.push(Change::Upsert(entry.into_value()?));
@@ -178,7 +178,7 @@ fn prime(path: &Path, state: &Mutex<State>) -> Result<(), StoreError> {
     let text = read_text(path)?;
     state.hash = Some(xxhash_rust::xxh3::xxh3_128(text.as_bytes()));
     let mut base = Fingerprints::new();
-    each_entry(&text, kind_of(path), true, |key, entry| {
+    each_entry(&text, kind_of(path), |key, entry| {
         base.insert(key, entry.fingerprint());
         Ok(())
     })
@@ -207,7 +207,9 @@ fn parse_docs(text: &str, kind: Kind) -> Result<Docs, ParseError> {
 /// position) as it is parsed, without building the whole list: a file of 100,000
 /// configs is never in memory as documents all at once. A duplicate key stops it.
 fn each_doc(text: &str, kind: Kind, mut f: impl FnMut(String, Value)) -> Result<(), ParseError> {
-    each_entry(text, kind, false, |key, entry| {
+    // Through the text, as the snapshot and the watcher read: one reading (and one
+    // nesting limit) for every path.
+    each_entry(text, kind, |key, entry| {
         f(key, entry.into_value()?);
         Ok(())
     })
@@ -254,17 +256,16 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// [`each_doc`] with each document as an [`Entry`]: as its text when `as_text` and the
-/// file is JSON, else as a value. An error of `f` stops it.
+/// [`each_doc`] with each document as an [`Entry`]: as its text when the file is JSON,
+/// else as a value. An error of `f` stops it.
 fn each_entry<'a>(
     text: &'a str,
     kind: Kind,
-    as_text: bool,
     f: impl FnMut(String, Entry<'a>) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let mut visitor = EachDoc {
         f,
-        text: as_text && matches!(kind, Kind::Json),
+        text: matches!(kind, Kind::Json),
         seen: HashSet::new(),
         refusal: None,
     };
@@ -496,7 +497,7 @@ impl ConfigStore for FileStore {
                 path.display().to_string(),
             ),
         };
-        each_entry(&text, kind, true, |_, entry| {
+        each_entry(&text, kind, |_, entry| {
             each(entry.into_stored());
             Ok(())
         })

@@ -223,3 +223,30 @@ fn derived_ids_are_stable_and_content_addressed() {
     assert_eq!(id.len(), "s3-".len() + 32);
     assert!(id[3..].bytes().all(|c| c.is_ascii_hexdigit()));
 }
+
+#[test]
+fn a_repeated_key_the_one_pass_read_refuses_is_read_the_usual_way() {
+    // An S3 message repeating a key of the Azure schemas: S3 never reads it, so the
+    // message routes as it did before the one-pass read existed.
+    let s3 = include_bytes!("../../../fixtures/events/s3.json");
+    let text = std::str::from_utf8(s3).unwrap().trim_start();
+    let repeated = format!(
+        r#"{{"data": 1, "data": 2, "id": 3, "id": 4, {}"#,
+        &text[1..]
+    );
+    let expected = parse(s3, None);
+    let got = parse(repeated.as_bytes(), None);
+    assert_eq!(got.len(), expected.len());
+    for (got, expected) in got.iter().zip(&expected) {
+        let (got, expected) = (got.as_ref().unwrap(), expected.as_ref().unwrap());
+        assert_eq!(got.event, expected.event);
+        assert_eq!(got.raw.get(), expected.raw.get());
+    }
+    // An Event Grid event repeating its own `id`: refused by the Event Grid read, with
+    // the same reason as before.
+    let eg = include_bytes!("../../../fixtures/events/eventgrid.json");
+    let text = std::str::from_utf8(eg).unwrap().trim_start();
+    let repeated = format!(r#"{{"id": "first", {}"#, &text[1..]);
+    let detail = malformed_detail(single(repeated.as_bytes(), None));
+    assert!(detail.contains("duplicate field `id`"), "{detail}");
+}
