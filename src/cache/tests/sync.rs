@@ -216,3 +216,46 @@ async fn an_ended_feed_is_reopened_and_followed_by_a_reload() {
     assert_eq!(ids(&cache), vec!["while-down"]);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn resyncs_of_an_unchanged_file_find_no_drift_and_recompile_nothing() {
+    use crate::store::file::FileStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.json");
+    // Keys in no particular order, escapes, numbers in several spellings, a document
+    // that repeats a key (its text and its value fingerprint differently), and one that
+    // is not an object (refused).
+    std::fs::write(
+        &path,
+        r#"[
+          {"version": 1.0, "ingestion": {"landing_container": "c", "mode": "blob_trigger",
+           "path_pattern": {"pattern": "in/{x}.json"}}, "priority": 1e1, "_id": "a"},
+          {"_id": "b\u00e9", "priority": 2, "priority": -3,
+           "ingestion": {"mode": "blob_trigger", "landing_container": "c"}},
+          "not a document"
+        ]"#,
+    )
+    .unwrap();
+    let store = FileStore::new(&path);
+    let cache = ConfigCache::new(
+        crate::telemetry::metrics::Metrics::detached(),
+        "blob.routed",
+    );
+    assert_eq!(load(&cache, &store).await.unwrap(), (3, 2));
+    assert_eq!(cache.health().refused.len(), 1);
+    let before: Vec<_> = cache.load().candidates("c").to_vec();
+    assert_eq!(before.len(), 2);
+    // The resync: nothing differs, nothing is rebuilt.
+    assert_eq!(load(&cache, &store).await.unwrap(), (3, 0));
+    // The watcher's form of each document (a value), then the resync again.
+    for doc in store.snapshot().await.unwrap() {
+        cache.upsert(&doc);
+    }
+    assert_eq!(load(&cache, &store).await.unwrap(), (3, 0));
+    let after = cache.load().candidates("c").to_vec();
+    assert_eq!(after.len(), 2);
+    for (a, b) in before.iter().zip(&after) {
+        assert!(std::sync::Arc::ptr_eq(a, b), "{} was rebuilt", a.id);
+    }
+    assert_eq!(cache.health().refused.len(), 1);
+}
