@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{landing_container, Change, ChangeFeed, ConfigStore, StoreError, StoredDoc};
-use crate::config::{doc_id, stored_fingerprint, stored_json, StoredJson};
+use crate::config::stored_json;
 use crate::telemetry::Chain;
 
 /// The configs the worker runs with when neither `--configs` nor a database is given.
@@ -215,53 +215,14 @@ fn each_doc(text: &str, kind: Kind, mut f: impl FnMut(String, Value)) -> Result<
     })
 }
 
-/// One document of the list as read. In a JSON file it stays the document's text, with
-/// its `_id` and fingerprint read in one pass ([`stored_json`]): the watcher diffs by
-/// those fingerprints and the snapshot hands them on, so only the documents that changed
-/// are ever deserialized.
-enum Entry<'a> {
-    Text(&'a RawValue, StoredJson),
-    Value(Value),
-}
-
-impl<'a> Entry<'a> {
-    /// One file kind always fingerprints the same way, and a JSON text as the value it
-    /// parses to.
-    fn fingerprint(&self) -> u128 {
-        match self {
-            Entry::Text(_, stored) => stored.fingerprint,
-            Entry::Value(value) => stored_fingerprint(value),
-        }
-    }
-
-    fn key(&self) -> Option<String> {
-        match self {
-            Entry::Text(_, stored) => stored.id.clone(),
-            Entry::Value(value) => doc_id(value),
-        }
-    }
-
-    fn into_value(self) -> Result<Value, ParseError> {
-        match self {
-            Entry::Text(raw, _) => Ok(serde_json::from_str(raw.get())?),
-            Entry::Value(value) => Ok(value),
-        }
-    }
-
-    fn into_stored(self) -> StoredDoc<'a> {
-        match self {
-            Entry::Text(raw, stored) => StoredDoc::from_json(raw, stored),
-            Entry::Value(value) => StoredDoc::from_value(value),
-        }
-    }
-}
-
-/// [`each_doc`] with each document as an [`Entry`]: as its text when the file is JSON,
-/// else as a value. An error of `f` stops it.
+/// [`each_doc`] with each document as a [`StoredDoc`]: in a JSON file it stays the
+/// document's text, its `_id` and fingerprint read in one pass ([`stored_json`]), so the
+/// watcher diffs and the snapshot hands over without deserializing any document that
+/// did not change; a YAML document is a value. An error of `f` stops it.
 fn each_entry<'a>(
     text: &'a str,
     kind: Kind,
-    f: impl FnMut(String, Entry<'a>) -> Result<(), ParseError>,
+    f: impl FnMut(String, StoredDoc<'a>) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let mut visitor = EachDoc {
         f,
@@ -290,7 +251,7 @@ fn each_entry<'a>(
 /// error of `f`) is kept here, since the deserializer's error could only carry it as text.
 struct EachDoc<F> {
     f: F,
-    /// Read documents as JSON text ([`Entry::Text`]) rather than values.
+    /// Read documents as JSON text rather than values.
     text: bool,
     seen: HashSet<String>,
     refusal: Option<ParseError>,
@@ -304,7 +265,9 @@ impl<F> EachDoc<F> {
     }
 }
 
-impl<'de, F: FnMut(String, Entry<'de>) -> Result<(), ParseError>> Visitor<'de> for &mut EachDoc<F> {
+impl<'de, F: FnMut(String, StoredDoc<'de>) -> Result<(), ParseError>> Visitor<'de>
+    for &mut EachDoc<F>
+{
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -317,21 +280,21 @@ impl<'de, F: FnMut(String, Entry<'de>) -> Result<(), ParseError>> Visitor<'de> f
             let next = if self.text {
                 match seq.next_element::<&'de RawValue>()? {
                     Some(raw) => Some(match stored_json(raw.get()) {
-                        Ok(stored) => Entry::Text(raw, stored),
+                        Ok(stored) => StoredDoc::from_json(raw, stored),
                         // Valid JSON that still fails to read (nested too deep, say):
                         // reading it as a value reports why.
-                        Err(_) => Entry::Value(
+                        Err(_) => StoredDoc::from_value(
                             serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?,
                         ),
                     }),
                     None => None,
                 }
             } else {
-                seq.next_element::<Value>()?.map(Entry::Value)
+                seq.next_element::<Value>()?.map(StoredDoc::from_value)
             };
             let Some(doc) = next else { break };
             entry += 1;
-            let key = doc.key().unwrap_or_else(|| format!("#{entry}"));
+            let key = doc.id().map_or_else(|| format!("#{entry}"), str::to_string);
             if !self.seen.insert(key.clone()) {
                 return self.refuse(ParseError::DuplicateId { id: key, entry });
             }
@@ -498,7 +461,7 @@ impl ConfigStore for FileStore {
             ),
         };
         each_entry(&text, kind, |_, entry| {
-            each(entry.into_stored());
+            each(entry);
             Ok(())
         })
         .map_err(|e| StoreError::invalid(what, e))

@@ -103,6 +103,14 @@ impl<'a> StoredDoc<'a> {
         self.fingerprint
     }
 
+    /// The document as a value, owned (parsed now, if it was text).
+    pub fn into_value(self) -> Result<Value, serde_json::Error> {
+        match self.body {
+            Body::Value(v) => Ok(v.into_owned()),
+            Body::Json(text) => serde_json::from_str(text.get()),
+        }
+    }
+
     /// The document as a value (parsed now, if it was text).
     pub fn value(&self) -> Result<Cow<'_, Value>, serde_json::Error> {
         match &self.body {
