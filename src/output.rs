@@ -15,10 +15,9 @@ use std::time::SystemTime;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::config::SourceConfig;
-use crate::event::{BlobEvent, EventError};
+use crate::event::{BlobEvent, EventError, RawJson};
 
 /// Header names, on routed messages, dead letters and (`eventType`) inputs.
 pub mod headers {
@@ -124,15 +123,24 @@ impl From<&EventError> for Reason {
     }
 }
 
-/// The routed message body.
-#[derive(Serialize)]
+/// The routed message body: its fields in this order, `raw` last.
 pub struct Envelope<'a> {
     pub source_id: &'a str,
     pub config_version: i64,
-    #[serde(serialize_with = "as_map")]
     pub metadata: &'a [(String, String)],
     pub event: &'a BlobEvent,
-    pub raw: &'a RawValue,
+    /// The record's JSON exactly as the input held it.
+    pub raw: &'a RawJson,
+}
+
+/// The envelope's fields but `raw`, serialized by serde; `raw` is written after them.
+#[derive(Serialize)]
+struct Head<'a> {
+    source_id: &'a str,
+    config_version: i64,
+    #[serde(serialize_with = "as_map")]
+    metadata: &'a [(String, String)],
+    event: &'a BlobEvent,
 }
 
 fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -145,7 +153,7 @@ impl<'a> Envelope<'a> {
         config: &'a SourceConfig,
         metadata: &'a [(String, String)],
         event: &'a BlobEvent,
-        raw: &'a RawValue,
+        raw: &'a RawJson,
     ) -> Self {
         Envelope {
             source_id: &config.id,
@@ -156,12 +164,27 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    /// The body as published.
+    /// The body as published: `{"source_id":…,"config_version":…,"metadata":{…},
+    /// "event":{…},"raw":<the record's JSON>}`.
     pub fn to_bytes(&self) -> Bytes {
+        let raw = self.raw.get();
         // Sized once (an upper bound: the raw event, the normalized fields, which are
         // mostly its strings again, and room for the rest).
-        let mut buf = Vec::with_capacity(2 * self.raw.get().len() + 512);
-        serde_json::to_writer(&mut buf, self).expect("an envelope always serializes");
+        let mut buf = Vec::with_capacity(2 * raw.len() + 512);
+        let head = Head {
+            source_id: self.source_id,
+            config_version: self.config_version,
+            metadata: self.metadata,
+            event: self.event,
+        };
+        serde_json::to_writer(&mut buf, &head).expect("an envelope always serializes");
+        // `raw` is valid JSON already (checked by the parse that read it): it goes in as
+        // it is, in place of the head's closing brace.
+        debug_assert_eq!(buf.last(), Some(&b'}'));
+        buf.pop();
+        buf.extend_from_slice(b",\"raw\":");
+        buf.extend_from_slice(raw.as_bytes());
+        buf.push(b'}');
         Bytes::from(buf)
     }
 }

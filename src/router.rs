@@ -41,10 +41,9 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventFormat;
+    use crate::event::{EventFormat, RawJson};
     use crate::output::Envelope;
     use serde_json::json;
-    use serde_json::value::RawValue;
 
     fn config(doc: serde_json::Value) -> Arc<SourceConfig> {
         Arc::new(SourceConfig::from_value(&doc, "blob.routed").expect("valid config"))
@@ -142,7 +141,7 @@ mod tests {
         let ev = event("c", "deep/er/path.bin", None);
         let m = decide(&ev, &index).unwrap();
         assert!(m.metadata.is_empty());
-        let raw = RawValue::from_string(r#"{"k":1}"#.into()).unwrap();
+        let raw = RawJson::parse(r#"{"k":1}"#).unwrap();
         let envelope = Envelope::new(&m.config, &m.metadata, &ev, &raw).to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
         assert_eq!(body["source_id"], "all");

@@ -58,7 +58,7 @@ pub(super) fn azure_blob_event(ev: AzureEvent<'_>) -> Result<BlobEvent, EventErr
     let (size, etag, content_type) = match ev.data {
         None => (None, None, None),
         Some(raw) => {
-            let data: AzureBlobData = object(raw, "data")?;
+            let data: AzureBlobData = object(raw.get(), "data")?;
             (
                 opt_u64(data.content_length, "data.contentLength")?,
                 opt_string(data.etag, "data.eTag")?,

@@ -7,7 +7,6 @@
 //! helpers in `azure.rs`.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::azure::{azure_blob_event, require_azure_created, AzureEvent};
 use super::{
@@ -36,12 +35,12 @@ pub(super) struct Event<'a> {
 }
 
 /// Parses one CloudEvents event; `raw` is the event object.
-pub(super) fn parse(raw: &RawValue) -> RecordResult {
+pub(super) fn parse(raw: &str) -> RecordResult {
     read(raw, object(raw, "event").map_err(no_id)?)
 }
 
 /// Reads the fields of the CloudEvents event `raw`.
-pub(super) fn read(raw: &RawValue, ev: Event<'_>) -> RecordResult {
+pub(super) fn read(raw: &str, ev: Event<'_>) -> RecordResult {
     let version = req_str(ev.specversion, "specversion").map_err(no_id)?;
     if version != "1.0" {
         return Err(no_id(malformed(format!(

@@ -7,7 +7,6 @@
 //! handling is shared with CloudEvents in `azure.rs`.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::azure::{azure_blob_event, require_azure_created, AzureEvent};
 use super::{
@@ -33,12 +32,12 @@ pub(super) struct Event<'a> {
 }
 
 /// Parses one Event Grid event; `raw` is the event object.
-pub(super) fn parse(raw: &RawValue) -> RecordResult {
+pub(super) fn parse(raw: &str) -> RecordResult {
     read(raw, object(raw, "event").map_err(no_id)?)
 }
 
 /// Reads the fields of the Event Grid event `raw`.
-pub(super) fn read(raw: &RawValue, ev: Event<'_>) -> RecordResult {
+pub(super) fn read(raw: &str, ev: Event<'_>) -> RecordResult {
     let id = req_non_empty(ev.id, "id").map_err(no_id)?;
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "eventType").map_err(&fail)?;

@@ -7,13 +7,11 @@
 //! JSON API (a number is accepted too). The resource `id` (`bucket/name/generation`) is the
 //! event id; without it the id is derived from the raw JSON.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use super::{
     derive_id, first_byte, malformed, no_id, object, opt_str, opt_string, record, req_non_empty,
     unsupported, with_opt_id, BlobEvent, EventError, EventFormat, Raw, RecordResult,
 };
+use serde::Deserialize;
 
 /// The header value of a created object.
 const OBJECT_FINALIZE: &str = "OBJECT_FINALIZE";
@@ -40,7 +38,7 @@ struct Resource<'a> {
 
 /// Parses a GCS object resource; `raw` is the whole object, `header_event_type` the
 /// notification's `eventType`.
-pub(super) fn parse(raw: &RawValue, header_event_type: Option<&str>) -> RecordResult {
+pub(super) fn parse(raw: &str, header_event_type: Option<&str>) -> RecordResult {
     let res: Resource = object(raw, "event").map_err(no_id)?;
     let own_id = opt_str(res.id, "id")
         .map_err(no_id)?
@@ -86,7 +84,7 @@ pub(super) fn parse(raw: &RawValue, header_event_type: Option<&str>) -> RecordRe
 fn size(value: Raw<'_>) -> Result<Option<u64>, EventError> {
     const BAD: &str = "field `size` must be a non-negative integer or a decimal string";
     let Some(raw) = value else { return Ok(None) };
-    if first_byte(raw) == b'"' {
+    if first_byte(raw.get()) == b'"' {
         let text = opt_str(Some(raw), "size")?.unwrap_or_default();
         text.parse::<u64>().map(Some).map_err(|_| malformed(BAD))
     } else {

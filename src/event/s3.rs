@@ -60,7 +60,7 @@ struct Object<'a> {
 /// Parses the `Records` array of an S3/MinIO message: one result per record.
 /// `minio_message` is set when the message has MinIO's top-level `EventName`.
 pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult> {
-    if first_byte(records) != b'[' {
+    if first_byte(records.get()) != b'[' {
         return vec![Err(no_id(malformed("field `Records` must be an array")))];
     }
     let records: Vec<&RawValue> = match serde_json::from_str(records.get()) {
@@ -73,15 +73,15 @@ pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult
     records
         .into_iter()
         .map(|raw| parse_record(raw, minio_message).map_err(no_id))
-        .map(|result| result.map(|(event, raw)| record(event, raw)))
+        .map(|result| result.map(|(event, raw)| record(event, raw.get())))
         .collect()
 }
 
 fn parse_record(raw: &RawValue, minio_message: bool) -> Result<(BlobEvent, &RawValue), EventError> {
-    if first_byte(raw) != b'{' {
+    if first_byte(raw.get()) != b'{' {
         return Err(malformed("each of `Records` must be an object"));
     }
-    let rec: Record = object(raw, "Records[]")?;
+    let rec: Record = object(raw.get(), "Records[]")?;
     let source = opt_str(rec.event_source, "eventSource")?;
     let format = if minio_message || source.as_deref() == Some("minio:s3") {
         EventFormat::Minio
@@ -106,16 +106,16 @@ fn parse_record(raw: &RawValue, minio_message: bool) -> Result<(BlobEvent, &RawV
             "event name `{event_name}` is not an object-created event"
         )));
     }
-    let entity: Entity = object(req_raw(rec.s3, "s3")?, "s3")?;
-    let bucket: Bucket = object(req_raw(entity.bucket, "s3.bucket")?, "s3.bucket")?;
+    let entity: Entity = object(req_raw(rec.s3, "s3")?.get(), "s3")?;
+    let bucket: Bucket = object(req_raw(entity.bucket, "s3.bucket")?.get(), "s3.bucket")?;
     let bucket = req_non_empty(bucket.name, "s3.bucket.name")?;
-    let obj: Object = object(req_raw(entity.object, "s3.object")?, "s3.object")?;
+    let obj: Object = object(req_raw(entity.object, "s3.object")?.get(), "s3.object")?;
     let key = decode_key(&req_str(obj.key, "s3.object.key")?)?;
     if key.is_empty() {
         return Err(malformed("field `s3.object.key` must not be empty"));
     }
     let event = BlobEvent {
-        id: derive_id(format, raw),
+        id: derive_id(format, raw.get()),
         format,
         event_type: event_name.into_owned(),
         account: None,

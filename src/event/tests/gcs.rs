@@ -131,7 +131,7 @@ fn without_id_the_id_is_derived_and_stable() {
     let first = single(&body, FINALIZE).unwrap();
     let again = single(&body, FINALIZE).unwrap();
     assert_eq!(first.event.id, again.event.id);
-    assert_eq!(first.event.id, derive_id(EventFormat::Gcs, &first.raw));
+    assert_eq!(first.event.id, derive_id(EventFormat::Gcs, first.raw.get()));
     assert!(first.event.id.starts_with("gcs-"));
     assert_eq!(
         first.event,

@@ -212,9 +212,7 @@ fn s3_test_event_is_unsupported() {
 
 #[test]
 fn derived_ids_are_stable_and_content_addressed() {
-    let a: &RawValue = serde_json::from_str(r#"{"k":"a"}"#).unwrap();
-    let a2: &RawValue = serde_json::from_str(r#"{"k":"a"}"#).unwrap();
-    let b: &RawValue = serde_json::from_str(r#"{"k":"b"}"#).unwrap();
+    let (a, a2, b) = (r#"{"k":"a"}"#, r#"{"k":"a"}"#, r#"{"k":"b"}"#);
     let id = derive_id(EventFormat::S3, a);
     assert_eq!(id, derive_id(EventFormat::S3, a2));
     assert_ne!(id, derive_id(EventFormat::S3, b));

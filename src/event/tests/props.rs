@@ -80,6 +80,78 @@ fn json_value() -> impl Strategy<Value = String> {
     })
 }
 
+/// Event Grid and CloudEvents objects near the real thing: each schema's fields, most
+/// with good values, some odd or missing, plus a few other keys (a repeat among them),
+/// in any order.
+fn azure_event() -> impl Strategy<Value = String> {
+    const SUBJECT: &str = "\"/blobServices/default/containers/c/blobs/a/b.json\"";
+    const ACCOUNT: &str = "\"/subscriptions/s/providers/Microsoft.Storage/storageAccounts/acct\"";
+    const CREATED: &str = "\"Microsoft.Storage.BlobCreated\"";
+    const DATA: &str = "{\"contentLength\": 5, \"eTag\": \"0x1\", \"contentType\": \"a/b\"}";
+    const EVENT_GRID: &[(&str, &str)] = &[
+        ("id", "\"e-1\""),
+        ("eventType", CREATED),
+        ("subject", SUBJECT),
+        ("topic", ACCOUNT),
+        ("eventTime", "\"2024-05-14T09:21:37Z\""),
+        ("data", DATA),
+    ];
+    const CLOUD_EVENTS: &[(&str, &str)] = &[
+        ("specversion", "\"1.0\""),
+        ("id", "\"e-1\""),
+        ("type", CREATED),
+        ("source", ACCOUNT),
+        ("subject", SUBJECT),
+        ("time", "\"2024-05-14T09:21:37Z\""),
+        ("data", DATA),
+    ];
+    const ODD: &[&str] = &[
+        "null",
+        "7",
+        "\"\"",
+        "{}",
+        "[1, {\"deep\": null}]",
+        "\"\\u0041\\n\"",
+    ];
+    const OTHER_KEYS: &[&str] = &[
+        "id",
+        "data",
+        "dataVersion",
+        "metadataVersion",
+        "Records",
+        "bucket",
+        "name",
+        "specversion",
+    ];
+    let schema = prop_oneof![Just(EVENT_GRID), Just(CLOUD_EVENTS)];
+    let field = (0..8u8, prop::sample::select(ODD));
+    (
+        schema,
+        prop::collection::vec(field, 7),
+        prop::collection::vec(
+            (prop::sample::select(OTHER_KEYS), prop::sample::select(ODD)),
+            0..3,
+        ),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(schema, choices, extra, at)| {
+            let mut fields: Vec<String> = schema
+                .iter()
+                .zip(choices)
+                .filter_map(|(&(key, good), (dice, odd))| match dice {
+                    0 => None,
+                    1 => Some(format!("\"{key}\": {odd}")),
+                    _ => Some(format!("\"{key}\": {good}")),
+                })
+                .collect();
+            for (key, value) in extra {
+                let i = at.index(fields.len() + 1);
+                fields.insert(i, format!("\"{key}\": {value}"));
+            }
+            format!("{{{}}}", fields.join(", "))
+        })
+}
+
 fn header() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
         Just(None),
@@ -114,6 +186,30 @@ proptest! {
             prop_assert!(serde_json::from_str::<&RawValue>(result.raw.get()).is_ok());
             prop_assert!(!result.event.container.is_empty());
             prop_assert!(!result.event.id.is_empty());
+        }
+    }
+
+    /// The one-pass read of an event object gives what checking the root value first
+    /// and then reading it gives: the same events, raw JSON and errors.
+    #[test]
+    fn the_one_pass_read_agrees_with_the_checked_root(
+        body in prop_oneof![1 => json_value(), 1 => token_soup(), 3 => azure_event()],
+        space in prop::sample::select(&[" ", "", "\n\t", "\r\n "][..]),
+        header in header(),
+    ) {
+        let body = format!("{space}{body}{space}");
+        let fast = parse(body.as_bytes(), header.as_deref());
+        let checked = parse_checked_root(body.as_bytes(), header.as_deref());
+        prop_assert_eq!(fast.len(), checked.len());
+        for (fast, checked) in fast.iter().zip(&checked) {
+            match (fast, checked) {
+                (Ok(f), Ok(c)) => {
+                    prop_assert_eq!(&f.event, &c.event);
+                    prop_assert_eq!(f.raw.get(), c.raw.get());
+                }
+                (Err(f), Err(c)) => prop_assert_eq!(f, c),
+                _ => prop_assert!(false, "{:?} against {:?}", fast, checked),
+            }
         }
     }
 

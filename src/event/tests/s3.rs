@@ -65,7 +65,10 @@ fn s3_fixture_yields_two_records() {
     assert_ne!(first.event.id, second.event.id);
     // Each id is derived from that record's own raw JSON, which is kept as `raw`.
     for record in [first, second] {
-        assert_eq!(record.event.id, derive_id(EventFormat::S3, &record.raw));
+        assert_eq!(
+            record.event.id,
+            derive_id(EventFormat::S3, record.raw.get())
+        );
         assert!(record.raw.get().starts_with('{'));
         assert!(record.raw.get().contains("\"eventSource\": \"aws:s3\""));
     }
@@ -98,7 +101,7 @@ fn minio_fixture_parses() {
     assert_eq!(
         record.event,
         BlobEvent {
-            id: derive_id(EventFormat::Minio, &record.raw),
+            id: derive_id(EventFormat::Minio, record.raw.get()),
             format: EventFormat::Minio,
             event_type: "s3:ObjectCreated:Put".into(),
             account: None,
