@@ -1,5 +1,6 @@
 //! The per-event hot path without I/O: parse a message, decide its route against a
-//! realistic index, build the routed envelope. Run with `cargo bench --bench hot_path`.
+//! realistic index, build the routed envelope and its headers. Run with
+//! `cargo bench --bench hot_path`.
 
 /// The worker's allocator (see `src/main.rs`), so the figures are the worker's.
 #[global_allocator]
@@ -14,7 +15,7 @@ use serde_json::json;
 use blob_router::cache::Index;
 use blob_router::config::SourceConfig;
 use blob_router::event;
-use blob_router::output::Envelope;
+use blob_router::output::{self, Envelope};
 use blob_router::router;
 
 /// 100 containers x 10 configs, patterns like production ones; the fixture's container
@@ -73,6 +74,10 @@ fn bench(c: &mut Criterion) {
             let m = router::decide(&record.event, &index).unwrap();
             Envelope::new(&m.config, &m.metadata, &record.event, &record.raw).to_bytes()
         })
+    });
+    let m = router::decide(&parsed.event, &index).unwrap();
+    g.bench_function("routed_headers", |b| {
+        b.iter(|| output::routed_headers(black_box(&parsed.event), &m.config))
     });
     g.finish();
 }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Serialize;
@@ -193,13 +194,20 @@ impl<'a> Envelope<'a> {
 /// routed by one config is stored once, however often it is redone), the source id and
 /// the event id.
 pub fn routed_headers(event: &BlobEvent, config: &SourceConfig) -> HeaderMap {
+    // Names made once and values moved in: this runs for every routed event.
+    const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
+    const SOURCE_ID: HeaderName = HeaderName::from_static(headers::SOURCE_ID);
+    const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);
     let mut h = HeaderMap::new();
     h.insert(
-        headers::MSG_ID,
-        routed_msg_id(&event.id, &config.id).as_str(),
+        MSG_ID,
+        HeaderValue::from(routed_msg_id(&event.id, &config.id)),
     );
-    h.insert(headers::SOURCE_ID, config.id.as_str());
-    h.insert(headers::EVENT_ID, header_safe(&event.id).as_str());
+    h.insert(SOURCE_ID, config.id.as_str());
+    h.insert(
+        EVENT_ID,
+        HeaderValue::from(header_safe(&event.id).into_owned()),
+    );
     h
 }
 
@@ -285,7 +293,7 @@ pub fn dead_letter_headers(
     }
     h.insert(headers::MSG_ID, dead_letter_msg_id(input, part).as_str());
     h.insert(headers::REASON, reason.as_str());
-    h.insert(headers::DETAIL, header_safe(detail).as_str());
+    h.insert(headers::DETAIL, &*header_safe(detail));
     h.insert(headers::ORIGINAL_SUBJECT, input.subject);
     h.insert(
         headers::RECEIVED_AT,
@@ -294,7 +302,7 @@ pub fn dead_letter_headers(
             .as_str(),
     );
     if let Some(id) = event_id {
-        h.insert(headers::EVENT_ID, header_safe(id).as_str());
+        h.insert(headers::EVENT_ID, &*header_safe(id));
     }
     h
 }
@@ -426,7 +434,10 @@ fn dedup_id(id: &str) -> Cow<'_, str> {
 }
 
 /// A header value cannot hold line breaks; keep it short.
-fn header_safe(s: &str) -> String {
+fn header_safe(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_DETAIL && !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
     let mut out: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -439,7 +450,7 @@ fn header_safe(s: &str) -> String {
         out.truncate(cut);
         out.push('…');
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message};
+use async_nats::Subject;
 
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
@@ -101,7 +102,7 @@ impl DeadLetterPlan {
 struct Sent<'p> {
     /// The record's position in the message (names its dead letter).
     idx: usize,
-    subject: String,
+    subject: Subject,
     pending: PendingAck,
     plan: &'p Plan,
 }
@@ -298,12 +299,12 @@ impl Pipeline {
             }
             let (subject, hdrs, payload) = match plan {
                 Plan::Route { m, record } => (
-                    m.config.subject.clone(),
+                    Subject::from(m.config.subject.as_str()),
                     output::routed_headers(&record.event, &m.config),
                     Envelope::new(&m.config, &m.metadata, &record.event, &record.raw).to_bytes(),
                 ),
                 Plan::Dead(dead) => (
-                    dead.reason.subject(&self.dlq_prefix),
+                    Subject::from(dead.reason.subject(&self.dlq_prefix)),
                     dead.headers(input, idx),
                     input.payload.clone(),
                 ),
@@ -352,7 +353,7 @@ impl Pipeline {
         idx: usize,
         dead: &DeadLetterPlan,
     ) -> Result<(), PublishFailure> {
-        let subject = dead.reason.subject(&self.dlq_prefix);
+        let subject = Subject::from(dead.reason.subject(&self.dlq_prefix));
         let h = || dead.headers(input, idx);
         let err = match self
             .publisher

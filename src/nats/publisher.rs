@@ -11,7 +11,7 @@ use std::error::Error as _;
 
 use async_nats::jetstream::context::{GetStreamByNameError, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
 /// Why a publish did not get its PubAck, sorted by what the pipeline does about it.
@@ -59,16 +59,17 @@ impl Publisher {
         Self { js }
     }
 
-    /// Sends one message; await its PubAck with [`Self::confirm`].
+    /// Sends one message; await its PubAck with [`Self::confirm`]. The subject is
+    /// shared with the client, not copied.
     pub async fn send(
         &self,
-        subject: &str,
+        subject: &Subject,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PendingAck, PublishFailure> {
         match self
             .js
-            .publish_with_headers(subject.to_string(), headers, payload)
+            .publish_with_headers(subject.clone(), headers, payload)
             .await
         {
             Ok(pending) => Ok(pending),
@@ -89,7 +90,7 @@ impl Publisher {
     /// Sends and confirms.
     pub async fn publish(
         &self,
-        subject: &str,
+        subject: &Subject,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(), PublishFailure> {
