@@ -21,8 +21,7 @@ pub struct Match {
 /// First matching config for `event`, or `None` (a miss).
 pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
     index
-        .candidates(&event.container)
-        .iter()
+        .screened(&event.container, &event.path)
         .filter(|c| c.account.is_none() || c.account == event.account)
         .find_map(|c| {
             // One pass over the path for a candidate that does not match; captures are

@@ -6,6 +6,12 @@
 //! The map is split into [`SHARDS`] shards behind their own `Arc`s: a change to one
 //! container copies the shard list (pointers) and that one shard, not every container,
 //! so applying one document stays cheap however many configs the cache holds.
+//!
+//! Beside each container's configs lies a [`Screen`] per config: the first bytes every
+//! path its pattern matches starts with. A router reads these (one small array) and
+//! only opens the configs whose screen a path passes: each config is its own
+//! allocation, and on a busy machine reading ten of them per event costs more than
+//! matching the one that fits.
 
 use std::sync::Arc;
 
@@ -16,7 +22,50 @@ use crate::config::SourceConfig;
 /// Shards of the container map; a change copies one (about containers / SHARDS entries).
 const SHARDS: usize = 256;
 
-type Shard = HashMap<Arc<str>, Arc<[Arc<SourceConfig>]>>;
+type Shard = HashMap<Arc<str>, Arc<Entry>>;
+
+/// One container's candidates, in match order, and their screens in the same order.
+#[derive(Debug)]
+struct Entry {
+    configs: Box<[Arc<SourceConfig>]>,
+    screens: Box<[Screen]>,
+}
+
+/// Bytes of a pattern's fixed start kept in a [`Screen`] (with its length, 24 bytes).
+const SCREEN_BYTES: usize = 23;
+
+/// What a path must start with for one config to match it: the first
+/// [`SCREEN_BYTES`] bytes of [`PathPattern::fixed_start`](crate::config::PathPattern::fixed_start)
+/// (nothing for a config without a pattern).
+#[derive(Debug, Clone, Copy)]
+struct Screen {
+    len: u8,
+    start: [u8; SCREEN_BYTES],
+}
+
+impl Screen {
+    fn of(config: &SourceConfig) -> Screen {
+        let fixed = config
+            .pattern
+            .as_ref()
+            .map(|p| p.fixed_start())
+            .unwrap_or_default();
+        // A cut inside a character still leaves bytes every matching path starts with.
+        let len = fixed.len().min(SCREEN_BYTES);
+        let mut start = [0; SCREEN_BYTES];
+        start[..len].copy_from_slice(&fixed.as_bytes()[..len]);
+        Screen {
+            len: len as u8,
+            start,
+        }
+    }
+
+    /// False when no path like `path` can match; true says only "maybe".
+    fn admits(&self, path: &str) -> bool {
+        path.as_bytes()
+            .starts_with(&self.start[..usize::from(self.len)])
+    }
+}
 
 /// Enabled `blob_trigger` configs per landing container, in match order.
 #[derive(Debug, Clone)]
@@ -42,10 +91,31 @@ fn shard_of(container: &str) -> usize {
 impl Index {
     /// The configs to try, in order, for events of `container`.
     pub fn candidates(&self, container: &str) -> &[Arc<SourceConfig>] {
+        self.entry(container).map(|e| &e.configs[..]).unwrap_or(&[])
+    }
+
+    /// The candidates for a path in `container` whose patterns may match it, in order:
+    /// [`candidates`](Self::candidates) less those its screen turns away.
+    pub fn screened<'a>(
+        &'a self,
+        container: &str,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<SourceConfig>> + 'a {
+        let (configs, screens) = match self.entry(container) {
+            Some(e) => (&e.configs[..], &e.screens[..]),
+            None => (&[][..], &[][..]),
+        };
+        configs
+            .iter()
+            .zip(screens)
+            .filter(move |(_, screen)| screen.admits(path))
+            .map(|(config, _)| config)
+    }
+
+    fn entry(&self, container: &str) -> Option<&Entry> {
         self.shards[shard_of(container)]
             .get(container)
-            .map(|c| &c[..])
-            .unwrap_or(&[])
+            .map(|e| &**e)
     }
 
     /// Number of containers with at least one candidate.
@@ -88,7 +158,12 @@ impl Index {
         }
         let shard = Arc::make_mut(slot);
         list.sort_by(|a, b| SourceConfig::order(a, b));
-        shard.insert(container.clone(), list.into());
+        let screens = list.iter().map(|c| Screen::of(c)).collect();
+        let entry = Entry {
+            configs: list.into(),
+            screens,
+        };
+        shard.insert(container.clone(), Arc::new(entry));
     }
 }
 
@@ -125,5 +200,62 @@ mod tests {
         after.set(&"container-7".into(), []);
         assert!(after.candidates("container-7").is_empty());
         assert_eq!(after.container_count(), 999);
+    }
+
+    fn with_pattern(id: &str, priority: i64, pattern: Option<&str>) -> Arc<SourceConfig> {
+        let mut doc = serde_json::json!({"_id": id, "priority": priority,
+            "ingestion": {"mode": "blob_trigger", "landing_container": "c"}});
+        if let Some(p) = pattern {
+            doc["ingestion"]["path_pattern"] = serde_json::json!({ "pattern": p });
+        }
+        Arc::new(SourceConfig::from_value(&doc, "blob.routed").unwrap())
+    }
+
+    #[test]
+    fn screens_turn_away_only_configs_that_cannot_match() {
+        // 23 bytes of screen: a long fixed start is cut, here inside `é` (bytes 22-23).
+        let long = "abcdefghijklmnopqrstuvé/{x}.json";
+        let configs = [
+            with_pattern("any", 0, None),
+            with_pattern("a", 5, Some("a/**")),
+            with_pattern("b", 4, Some("b/{x}")),
+            with_pattern("csv", 3, Some("**/*.csv")),
+            with_pattern("long", 2, Some(long)),
+        ];
+        let index = Index::build(configs.iter());
+        let ids = |path: &str| -> Vec<String> {
+            index.screened("c", path).map(|c| c.id.clone()).collect()
+        };
+        assert_eq!(ids("a"), ["a", "csv", "any"]);
+        assert_eq!(ids("b/1"), ["b", "csv", "any"]);
+        assert_eq!(ids("x/y.csv"), ["csv", "any"]);
+        assert_eq!(
+            ids("abcdefghijklmnopqrstuvé/1.json"),
+            ["a", "csv", "long", "any"]
+        );
+        assert_eq!(ids("abcdefghijklmnopqrstuvx/1.json"), ["a", "csv", "any"]);
+        // `ê` shares its first byte with `é`: past the screen, but no match.
+        assert_eq!(
+            ids("abcdefghijklmnopqrstuvê/1.json"),
+            ["a", "csv", "long", "any"]
+        );
+        assert!(configs[4]
+            .match_path("abcdefghijklmnopqrstuvê/1.json")
+            .is_none());
+        assert!(index.screened("elsewhere", "a").next().is_none());
+        // Every config a path matches is among the screened ones.
+        for path in [
+            "a",
+            "a/b",
+            "b/1",
+            "x/y.csv",
+            "abcdefghijklmnopqrstuvé/1.json",
+        ] {
+            for c in index.candidates("c") {
+                if c.match_path(path).is_some() {
+                    assert!(ids(path).contains(&c.id), "{} on {path}", c.id);
+                }
+            }
+        }
     }
 }

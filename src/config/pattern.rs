@@ -167,6 +167,34 @@ impl PathPattern {
         &self.captures
     }
 
+    /// The text every path this pattern matches starts with: its leading literal
+    /// segments (with the `/` after each that another segment must follow) and the
+    /// literal that begins the first segment that is not one. Lets a router turn most
+    /// paths away without matching.
+    pub fn fixed_start(&self) -> String {
+        let mut start = String::new();
+        for (i, segment) in self.segments.iter().enumerate() {
+            match segment {
+                Segment::Literal(text) => {
+                    start.push_str(text);
+                    // `**` may take no segment at all, and then nothing follows.
+                    match self.segments.get(i + 1) {
+                        None | Some(Segment::Globstar) => break,
+                        Some(_) => start.push('/'),
+                    }
+                }
+                Segment::Parts(parts) => {
+                    if let Some(Part::Literal(text)) = parts.first() {
+                        start.push_str(text);
+                    }
+                    break;
+                }
+                Segment::Globstar | Segment::AnyOne => break,
+            }
+        }
+        start
+    }
+
     /// Whether the whole `path` matches. Allocates nothing.
     pub fn is_match(&self, path: &str) -> bool {
         let segs = &self.segments[..];

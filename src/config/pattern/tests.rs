@@ -422,6 +422,9 @@ proptest! {
             let expected = reference::match_path(&pattern, &path);
             prop_assert_eq!(pattern.is_match(&path), expected.is_some(), "{} on {:?}", source, path);
             prop_assert_eq!(pattern.match_path(&path), expected, "{} on {:?}", source, path);
+            if pattern.is_match(&path) {
+                prop_assert!(path.starts_with(&pattern.fixed_start()), "{} on {:?}", source, path);
+            }
         }
     }
 
@@ -447,9 +450,32 @@ proptest! {
             }
             let path = path_segments.join("/");
             let expected = reference::match_path(&pattern, &path);
-            prop_assert_eq!(pattern.match_path(&path), expected, "{} on {:?}", source, path);
+            prop_assert_eq!(pattern.match_path(&path), expected.clone(), "{} on {:?}", source, path);
+            if expected.is_some() {
+                prop_assert!(path.starts_with(&pattern.fixed_start()), "{} on {:?}", source, path);
+            }
         }
     }
+}
+
+#[test]
+fn fixed_starts() {
+    for (pattern, start) in [
+        ("results/{plantation_id}/{crop}/{batch_id}.json", "results/"),
+        ("a/b/c.json", "a/b/c.json"),
+        ("a/b/**", "a/b"),
+        ("a/**/b", "a"),
+        ("a/*/b", "a/"),
+        ("a/x{n}.csv", "a/x"),
+        ("a/{n}.csv", "a/"),
+        ("**/b", ""),
+        ("*.csv", ""),
+        ("{a}/b", ""),
+    ] {
+        assert_eq!(p(pattern).fixed_start(), start, "{pattern}");
+    }
+    // `a/b/**` matches `a/b` itself: the `/` after `b` is not part of the start.
+    assert!(p("a/b/**").is_match("a/b"));
 }
 
 #[test]
