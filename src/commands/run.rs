@@ -207,10 +207,12 @@ async fn consume(
         match next {
             Some(Ok(msg)) => {
                 let pipeline = pipeline.clone();
-                tasks.spawn(async move {
+                // Boxed: the handler's future is some kilobytes, and the runtime moves
+                // a task's future (and its stage) several times over its life.
+                tasks.spawn(Box::pin(async move {
                     pipeline.handle(msg).await;
                     drop(permit);
-                });
+                }));
             }
             Some(Err(e)) => {
                 // Missed heartbeats and the like while NATS is away; the stream recovers.
