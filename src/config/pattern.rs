@@ -273,7 +273,8 @@ fn start(path: &str) -> Option<usize> {
 
 /// The segment of `path` starting at byte `p`, and where the next one starts.
 fn segment_at(path: &str, p: usize) -> (&str, Option<usize>) {
-    match path[p..].find('/') {
+    // A plain loop: segments are short, and `str::find` sets up a searcher per call.
+    match path.as_bytes()[p..].iter().position(|&b| b == b'/') {
         Some(i) => (&path[p..p + i], Some(p + i + 1)),
         None => (&path[p..], None),
     }

@@ -109,10 +109,18 @@ fn parse_azure_subject(subject: &str) -> Result<(&str, &str), EventError> {
 /// (resource ids are case-insensitive). None when the resource id is not a storage account.
 fn azure_account(resource: &str) -> Option<&str> {
     const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
-    let start = resource
-        .as_bytes()
-        .windows(MARKER.len())
-        .position(|w| w.eq_ignore_ascii_case(MARKER))?
+    let bytes = resource.as_bytes();
+    // The marker starts with `/`: only those places are tried.
+    let start = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'/')
+        .map(|(i, _)| i)
+        .find(|&i| {
+            bytes[i..]
+                .get(..MARKER.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(MARKER))
+        })?
         + MARKER.len();
     // MARKER is ASCII, so `start` is a char boundary.
     let account = resource[start..].split('/').next()?;
@@ -144,6 +152,28 @@ mod tests {
             "/fileServices/default/shares/c/files/p",
         ] {
             assert!(parse_azure_subject(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The account is found where a scan of every position finds it.
+        #[test]
+        fn azure_account_agrees_with_a_scan_of_every_position(
+            parts in proptest::collection::vec(proptest::sample::select(&[
+                "/", "providers", "PROVIDERS", "Microsoft.Storage", "microsoft.storage",
+                "storageAccounts", "storageaccounts", "acct", "é", "x/",
+                "/providers/Microsoft.Storage/storageAccounts/",
+            ][..]), 0..12)
+        ) {
+            let resource = parts.concat();
+            const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
+            let scanned = resource
+                .as_bytes()
+                .windows(MARKER.len())
+                .position(|w| w.eq_ignore_ascii_case(MARKER))
+                .and_then(|i| resource[i + MARKER.len()..].split('/').next())
+                .filter(|a| !a.is_empty());
+            proptest::prop_assert_eq!(azure_account(&resource), scanned, "{}", resource);
         }
     }
 
