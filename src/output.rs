@@ -134,20 +134,6 @@ pub struct Envelope<'a> {
     pub raw: &'a RawJson,
 }
 
-/// The envelope's fields but `raw`, serialized by serde; `raw` is written after them.
-#[derive(Serialize)]
-struct Head<'a> {
-    source_id: &'a str,
-    config_version: i64,
-    #[serde(serialize_with = "as_map")]
-    metadata: &'a [(String, String)],
-    event: &'a BlobEvent,
-}
-
-fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(fields.iter().map(|(k, v)| (k, v)))
-}
-
 impl<'a> Envelope<'a> {
     /// The envelope of `event` routed by `config`, with the fields its pattern extracted.
     pub fn new(
@@ -166,28 +152,78 @@ impl<'a> Envelope<'a> {
     }
 
     /// The body as published: `{"source_id":…,"config_version":…,"metadata":{…},
-    /// "event":{…},"raw":<the record's JSON>}`.
+    /// "event":{…},"raw":<the record's JSON>}`, the bytes serde_json writes for these
+    /// fields in this order (`event` as [`BlobEvent`] serializes), written directly:
+    /// this runs for every routed event, and the keys need no escaping.
     pub fn to_bytes(&self) -> Bytes {
         let raw = self.raw.get();
+        let e = self.event;
         // Sized once (an upper bound: the raw event, the normalized fields, which are
         // mostly its strings again, and room for the rest).
-        let mut buf = Vec::with_capacity(2 * raw.len() + 512);
-        let head = Head {
-            source_id: self.source_id,
-            config_version: self.config_version,
-            metadata: self.metadata,
-            event: self.event,
-        };
-        serde_json::to_writer(&mut buf, &head).expect("an envelope always serializes");
-        // `raw` is valid JSON already (checked by the parse that read it): it goes in as
-        // it is, in place of the head's closing brace.
-        debug_assert_eq!(buf.last(), Some(&b'}'));
-        buf.pop();
-        buf.extend_from_slice(b",\"raw\":");
-        buf.extend_from_slice(raw.as_bytes());
-        buf.push(b'}');
-        Bytes::from(buf)
+        let mut out = Vec::with_capacity(2 * raw.len() + 512);
+        out.extend_from_slice(b"{\"source_id\":");
+        json_str(&mut out, self.source_id);
+        out.extend_from_slice(b",\"config_version\":");
+        json_value(&mut out, &self.config_version);
+        out.extend_from_slice(b",\"metadata\":{");
+        for (i, (name, value)) in self.metadata.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(&mut out, name);
+            out.push(b':');
+            json_str(&mut out, value);
+        }
+        out.extend_from_slice(b"},\"event\":{\"id\":");
+        json_str(&mut out, &e.id);
+        out.extend_from_slice(b",\"format\":");
+        json_str(&mut out, e.format.as_str());
+        out.extend_from_slice(b",\"event_type\":");
+        json_str(&mut out, &e.event_type);
+        out.extend_from_slice(b",\"account\":");
+        json_opt_str(&mut out, e.account.as_deref());
+        out.extend_from_slice(b",\"container\":");
+        json_str(&mut out, &e.container);
+        out.extend_from_slice(b",\"path\":");
+        json_str(&mut out, &e.path);
+        out.extend_from_slice(b",\"size\":");
+        json_value(&mut out, &e.size);
+        out.extend_from_slice(b",\"etag\":");
+        json_opt_str(&mut out, e.etag.as_deref());
+        out.extend_from_slice(b",\"content_type\":");
+        json_opt_str(&mut out, e.content_type.as_deref());
+        out.extend_from_slice(b",\"event_time\":");
+        json_opt_str(&mut out, e.event_time.as_deref());
+        // `raw` is valid JSON already (checked by the parse that read it): as it is.
+        out.extend_from_slice(b"},\"raw\":");
+        out.extend_from_slice(raw.as_bytes());
+        out.push(b'}');
+        Bytes::from(out)
     }
+}
+
+/// A JSON string: copied between quotes when nothing in it needs escaping (the
+/// usual case), else escaped by serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        json_value(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Any value as serde_json writes it.
+fn json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("writing to a Vec never fails");
 }
 
 /// Headers of a routed message: `Nats-Msg-Id` `<event id>:<source id>` (one event

@@ -187,3 +187,93 @@ fn every_dead_letter_of_one_input_replays_under_one_id() {
     foreign.msg_id = Some("someone-else".into());
     assert_eq!(foreign.replay_msg_id("BLOB_DLQ", 10), "replay:BLOB_DLQ:10");
 }
+
+/// The envelope as serde_json writes it from a derived struct: the reference the
+/// hand-written [`Envelope::to_bytes`] is held to.
+mod envelope_reference {
+    use super::*;
+    use crate::event::EventFormat;
+    use proptest::prelude::*;
+
+    #[derive(Serialize)]
+    struct Reference<'a> {
+        source_id: &'a str,
+        config_version: i64,
+        #[serde(serialize_with = "as_map")]
+        metadata: &'a [(String, String)],
+        event: &'a BlobEvent,
+        raw: &'a serde_json::value::RawValue,
+    }
+
+    fn as_map<S: serde::Serializer>(fields: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(fields.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Text with the characters JSON escapes, and others, now and then.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z0-9/._-]{0,12}",
+            1 => any::<String>(),
+            1 => "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀a]{0,6}",
+            // One such character alone in plain text.
+            2 => ("[a-z]{0,3}", "[\"\\\\\u{0}-\u{1f}\u{7f}]", "[a-z]{0,3}")
+                .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
+        ]
+    }
+
+    fn format() -> impl Strategy<Value = EventFormat> {
+        prop::sample::select(vec![
+            EventFormat::EventGrid,
+            EventFormat::CloudEvents,
+            EventFormat::S3,
+            EventFormat::Minio,
+            EventFormat::Gcs,
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn the_envelope_is_what_serde_json_writes(
+            source_id in text(),
+            config_version in any::<i64>(),
+            metadata in prop::collection::vec((text(), text()), 0..4),
+            strings in prop::collection::vec(text(), 4),
+            options in prop::collection::vec(prop::option::of(text()), 4),
+            format in format(),
+            size in prop::option::of(any::<u64>()),
+            raw in prop::sample::select(vec!["{}", "{\"k\": [1, \"é\\n\"]}", "[]", "null"]),
+        ) {
+            let event = BlobEvent {
+                id: strings[0].clone(),
+                format,
+                event_type: strings[1].clone(),
+                account: options[0].clone(),
+                container: strings[2].clone(),
+                path: strings[3].clone(),
+                size,
+                etag: options[1].clone(),
+                content_type: options[2].clone(),
+                event_time: options[3].clone(),
+            };
+            let raw_json = RawJson::parse(raw).unwrap();
+            let envelope = Envelope {
+                source_id: &source_id,
+                config_version,
+                metadata: &metadata,
+                event: &event,
+                raw: &raw_json,
+            };
+            let raw_value: &serde_json::value::RawValue = serde_json::from_str(raw).unwrap();
+            let reference = Reference {
+                source_id: &source_id,
+                config_version,
+                metadata: &metadata,
+                event: &event,
+                raw: raw_value,
+            };
+            let expected = String::from_utf8(serde_json::to_vec(&reference).unwrap()).unwrap();
+            let written = String::from_utf8(envelope.to_bytes().to_vec()).unwrap();
+            prop_assert_eq!(written, expected);
+        }
+    }
+}
