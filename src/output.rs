@@ -230,7 +230,8 @@ fn json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// routed by one config is stored once, however often it is redone), the source id and
 /// the event id.
 pub fn routed_headers(event: &BlobEvent, config: &SourceConfig) -> HeaderMap {
-    // Names made once and values moved in: this runs for every routed event.
+    // Names as static constants (no check, no allocation) and values moved in: this
+    // runs for every routed event.
     const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
     const SOURCE_ID: HeaderName = HeaderName::from_static(headers::SOURCE_ID);
     const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);

@@ -207,8 +207,9 @@ async fn consume(
         match next {
             Some(Ok(msg)) => {
                 let pipeline = pipeline.clone();
-                // Boxed: the handler's future is some kilobytes, and the runtime moves
-                // a task's future (and its stage) several times over its life.
+                // Boxed: the handler's future is some kilobytes, and spawning moves it
+                // by value through several layers before it reaches its task cell (and
+                // the cell's stage is rewritten whole when the task ends).
                 tasks.spawn(Box::pin(async move {
                     pipeline.handle(msg).await;
                     drop(permit);

@@ -127,12 +127,9 @@ pub type RecordResult = Result<ParsedRecord, RecordError>;
 /// `header_event_type` is the value of the message header `eventType` (how GCS Pub/Sub
 /// notifications carry their event type); other formats ignore it.
 pub fn parse(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return vec![Err(no_id(malformed("empty message body")))];
-    }
-    let text = match std::str::from_utf8(body) {
+    let text = match message_text(body) {
         Ok(text) => text,
-        Err(e) => return vec![Err(no_id(malformed(format!("not valid UTF-8: {e}"))))],
+        Err(e) => return vec![Err(e)],
     };
     // The common case, one event object, is read in one pass: when its fields read,
     // the text is one JSON object, the very text (whitespace around it aside) a root
@@ -147,8 +144,16 @@ pub fn parse(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> 
     parse_root(text, header_event_type)
 }
 
-/// [`parse`] of a message whose text is valid UTF-8 and holds more than whitespace: its
-/// root value checked first, then read by shape.
+/// The message's text: valid UTF-8 that holds more than whitespace.
+fn message_text(body: &[u8]) -> Result<&str, RecordError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(no_id(malformed("empty message body")));
+    }
+    std::str::from_utf8(body).map_err(|e| no_id(malformed(format!("not valid UTF-8: {e}"))))
+}
+
+/// [`parse`] of a message's text ([`message_text`]): its root value checked first, then
+/// read by shape.
 fn parse_root(text: &str, header_event_type: Option<&str>) -> Vec<RecordResult> {
     let root: &RawValue = match serde_json::from_str(text) {
         Ok(root) => root,
@@ -169,12 +174,9 @@ fn parse_root(text: &str, header_event_type: Option<&str>) -> Vec<RecordResult> 
 /// [`parse`] without its one-pass shortcut, for tests that compare the two.
 #[cfg(test)]
 fn parse_checked_root(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return vec![Err(no_id(malformed("empty message body")))];
-    }
-    match std::str::from_utf8(body) {
+    match message_text(body) {
         Ok(text) => parse_root(text, header_event_type),
-        Err(e) => vec![Err(no_id(malformed(format!("not valid UTF-8: {e}"))))],
+        Err(e) => vec![Err(e)],
     }
 }
 
@@ -205,8 +207,8 @@ fn probe(text: &str) -> Result<Probe<'_>, EventError> {
 
 /// [`Probe`]'s keys and every field of the two Azure schemas, read in one pass: an
 /// Event Grid or CloudEvents event (the common case) is then not read a second time.
-/// Where this fails (a key repeated, a value of the wrong shape) the message is probed
-/// and read the usual way, which finds the same answer or reports why: every struct
+/// Where this fails (a key repeated: every field is a raw value, so no shape fails it)
+/// the message is probed and read the usual way, which finds the same answer or reports why: every struct
 /// involved reads a subset of these keys, so when this succeeds they would too, with
 /// the same values.
 #[derive(Deserialize)]
