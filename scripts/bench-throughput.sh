@@ -54,6 +54,12 @@ for round in $(seq "$ROUNDS"); do
     kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" 2>/dev/null || true
     unset 'pids[-1]'
+    # A slow round is easier to explain with what the worker warned about (its log goes
+    # with the temporary directory).
+    if grep -qiE '"level":"(warn|error)"' "$work/worker.log"; then
+        echo "round $round: the worker's last warnings:"
+        grep -iE '"level":"(warn|error)"' "$work/worker.log" | tail -5
+    fi
     r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"
     echo "round $round: ratio $r"
     ratios+=("$r")
