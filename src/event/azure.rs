@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{
     malformed, object, opt_string, opt_u64, req_str, unsupported, BlobEvent, EventError,
-    EventFormat, Raw,
+    EventFormat, Field, Raw, Text,
 };
 
 /// The `data` of an Azure Storage blob event (Event Grid and CloudEvents schemas alike).
@@ -22,6 +22,75 @@ struct AzureBlobData<'a> {
     etag: Raw<'a>,
     #[serde(rename = "contentType", borrow)]
     content_type: Raw<'a>,
+}
+
+/// `data` read with the rest of the event (see `super::Fields`): what
+/// [`AzureBlobData`] and its fields' reads make of it, or a failure where they would
+/// fail. Only an object is `data` (a struct alone would take an array too).
+pub(super) struct AzureData<'a>(AzureDataFields<'a>);
+
+#[derive(Deserialize)]
+struct AzureDataFields<'a> {
+    #[serde(rename = "contentLength")]
+    content_length: Option<u64>,
+    #[serde(rename = "eTag", borrow)]
+    etag: Text<'a>,
+    #[serde(rename = "contentType", borrow)]
+    content_type: Text<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for AzureData<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = AzureDataFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                AzureDataFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object).map(AzureData)
+    }
+}
+
+/// An Azure event's `data`, as a schema's struct holds it: its size, eTag and content type.
+pub(super) trait DataField {
+    fn read(self) -> Result<BlobData, EventError>;
+}
+
+/// Size, eTag and content type.
+type BlobData = (Option<u64>, Option<String>, Option<String>);
+
+impl DataField for Raw<'_> {
+    fn read(self) -> Result<BlobData, EventError> {
+        let Some(raw) = self else {
+            return Ok((None, None, None));
+        };
+        let data: AzureBlobData = object(raw.get(), "data")?;
+        Ok((
+            opt_u64(data.content_length, "data.contentLength")?,
+            opt_string(data.etag, "data.eTag")?,
+            opt_string(data.content_type, "data.contentType")?,
+        ))
+    }
+}
+
+impl DataField for Option<AzureData<'_>> {
+    fn read(self) -> Result<BlobData, EventError> {
+        let Some(AzureData(data)) = self else {
+            return Ok((None, None, None));
+        };
+        Ok((
+            data.content_length,
+            opt_string(data.etag, "data.eTag")?,
+            opt_string(data.content_type, "data.contentType")?,
+        ))
+    }
 }
 
 /// The event type of an Azure blob-created event.
@@ -37,35 +106,28 @@ pub(super) fn require_azure_created(event_type: &str) -> Result<(), EventError> 
     Ok(())
 }
 
-/// The fields an Azure Storage event carries, in either schema.
-pub(super) struct AzureEvent<'a> {
+/// The fields an Azure Storage event carries, in either schema; `S` and `D` are how its
+/// schema's struct holds string fields and `data` (raw, or read with the message).
+pub(super) struct AzureEvent<'a, S, D> {
     pub(super) format: EventFormat,
     pub(super) id: &'a str,
     pub(super) event_type: &'a str,
     /// `topic` (Event Grid) or `source` (CloudEvents): the storage account's resource id.
     pub(super) resource: Option<Cow<'a, str>>,
-    pub(super) subject: Raw<'a>,
-    pub(super) time: Raw<'a>,
+    pub(super) subject: S,
+    pub(super) time: S,
     pub(super) time_field: &'static str,
-    pub(super) data: Raw<'a>,
+    pub(super) data: D,
 }
 
 /// Builds the [`BlobEvent`] of an Azure blob-created event whose id and type were checked.
-pub(super) fn azure_blob_event(ev: AzureEvent<'_>) -> Result<BlobEvent, EventError> {
+pub(super) fn azure_blob_event<'a, S: Field<'a>, D: DataField>(
+    ev: AzureEvent<'_, S, D>,
+) -> Result<BlobEvent, EventError> {
     let subject = req_str(ev.subject, "subject")?;
     let (container, path) = parse_azure_subject(&subject)?;
     let event_time = opt_string(ev.time, ev.time_field)?;
-    let (size, etag, content_type) = match ev.data {
-        None => (None, None, None),
-        Some(raw) => {
-            let data: AzureBlobData = object(raw.get(), "data")?;
-            (
-                opt_u64(data.content_length, "data.contentLength")?,
-                opt_string(data.etag, "data.eTag")?,
-                opt_string(data.content_type, "data.contentType")?,
-            )
-        }
-    };
+    let (size, etag, content_type) = ev.data.read()?;
     Ok(BlobEvent {
         id: ev.id.to_owned(),
         format: ev.format,

@@ -8,39 +8,35 @@
 
 use serde::Deserialize;
 
-use super::azure::{azure_blob_event, require_azure_created, AzureEvent};
+use super::azure::{azure_blob_event, require_azure_created, AzureEvent, DataField};
 use super::{
-    malformed, no_id, object, record, req_non_empty, req_str, with_id, EventFormat, Raw,
+    malformed, no_id, object, record, req_non_empty, req_str, with_id, EventFormat, Field, Raw,
     RecordResult,
 };
 
-/// The fields of a CloudEvents event (built by [`super::Fields`] too, which reads them
-/// in the same pass as the schema's discriminating keys).
+/// The fields of a CloudEvents event: string fields as `S` and `data` as `D`, raw
+/// values when read by this schema's own parse, values when read by [`super::Fields`]
+/// in the same pass as the schema's discriminating keys.
 #[derive(Deserialize)]
-pub(super) struct Event<'a> {
-    #[serde(borrow)]
-    pub(super) specversion: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) id: Raw<'a>,
-    #[serde(rename = "type", borrow)]
-    pub(super) event_type: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) source: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) subject: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) time: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) data: Raw<'a>,
+pub(super) struct Event<S, D> {
+    pub(super) specversion: S,
+    pub(super) id: S,
+    #[serde(rename = "type")]
+    pub(super) event_type: S,
+    pub(super) source: S,
+    pub(super) subject: S,
+    pub(super) time: S,
+    pub(super) data: D,
 }
 
 /// Parses one CloudEvents event; `raw` is the event object.
 pub(super) fn parse(raw: &str) -> RecordResult {
-    read(raw, object(raw, "event").map_err(no_id)?)
+    let ev: Event<Raw<'_>, Raw<'_>> = object(raw, "event").map_err(no_id)?;
+    read(raw, ev)
 }
 
 /// Reads the fields of the CloudEvents event `raw`.
-pub(super) fn read(raw: &str, ev: Event<'_>) -> RecordResult {
+pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -> RecordResult {
     let version = req_str(ev.specversion, "specversion").map_err(no_id)?;
     if version != "1.0" {
         return Err(no_id(malformed(format!(

@@ -8,41 +8,39 @@
 
 use serde::Deserialize;
 
-use super::azure::{azure_blob_event, require_azure_created, AzureEvent};
+use super::azure::{azure_blob_event, require_azure_created, AzureEvent, DataField};
 use super::{
-    no_id, object, opt_str, record, req_non_empty, req_str, with_id, EventFormat, Raw, RecordResult,
+    no_id, object, record, req_non_empty, req_str, with_id, EventFormat, Field, Raw, RecordResult,
 };
 
-/// The fields of an Event Grid event (built by [`super::Fields`] too, which reads
-/// them in the same pass as the schema's discriminating keys).
+/// The fields of an Event Grid event: string fields as `S` and `data` as `D`, raw
+/// values when read by this schema's own parse, values when read by [`super::Fields`]
+/// in the same pass as the schema's discriminating keys.
 #[derive(Deserialize)]
-pub(super) struct Event<'a> {
-    #[serde(borrow)]
-    pub(super) id: Raw<'a>,
-    #[serde(rename = "eventType", borrow)]
-    pub(super) event_type: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) subject: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) topic: Raw<'a>,
-    #[serde(rename = "eventTime", borrow)]
-    pub(super) event_time: Raw<'a>,
-    #[serde(borrow)]
-    pub(super) data: Raw<'a>,
+pub(super) struct Event<S, D> {
+    pub(super) id: S,
+    #[serde(rename = "eventType")]
+    pub(super) event_type: S,
+    pub(super) subject: S,
+    pub(super) topic: S,
+    #[serde(rename = "eventTime")]
+    pub(super) event_time: S,
+    pub(super) data: D,
 }
 
 /// Parses one Event Grid event; `raw` is the event object.
 pub(super) fn parse(raw: &str) -> RecordResult {
-    read(raw, object(raw, "event").map_err(no_id)?)
+    let ev: Event<Raw<'_>, Raw<'_>> = object(raw, "event").map_err(no_id)?;
+    read(raw, ev)
 }
 
 /// Reads the fields of the Event Grid event `raw`.
-pub(super) fn read(raw: &str, ev: Event<'_>) -> RecordResult {
+pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -> RecordResult {
     let id = req_non_empty(ev.id, "id").map_err(no_id)?;
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "eventType").map_err(&fail)?;
     require_azure_created(&event_type).map_err(&fail)?;
-    let resource = opt_str(ev.topic, "topic").map_err(&fail)?;
+    let resource = ev.topic.text("topic").map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::EventGrid,
         id: &id,

@@ -136,12 +136,14 @@ pub fn parse(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> 
     // `RawValue` would hold, so the separate validating pass of `parse_root` is not
     // needed. Anything else takes that path, which finds the same answer or says why.
     let object = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
-    if object.starts_with('{') {
+    let is_object = object.starts_with('{');
+    if is_object {
         if let Ok(fields) = serde_json::from_str::<Fields<'_>>(object) {
             return parse_object(object, Read::Fields(fields), header_event_type);
         }
     }
-    parse_root(text, header_event_type)
+    // An object the one-pass read refused is not read that way again.
+    parse_root(text, header_event_type, !is_object)
 }
 
 /// The message's text: valid UTF-8 that holds more than whitespace.
@@ -153,15 +155,16 @@ fn message_text(body: &[u8]) -> Result<&str, RecordError> {
 }
 
 /// [`parse`] of a message's text ([`message_text`]): its root value checked first, then
-/// read by shape.
-fn parse_root(text: &str, header_event_type: Option<&str>) -> Vec<RecordResult> {
+/// read by shape. `one_pass`: event objects are tried with the one-pass read
+/// ([`Fields`]) before they are probed.
+fn parse_root(text: &str, header_event_type: Option<&str>, one_pass: bool) -> Vec<RecordResult> {
     let root: &RawValue = match serde_json::from_str(text) {
         Ok(root) => root,
         Err(e) => return vec![Err(no_id(malformed(format!("not valid JSON: {e}"))))],
     };
     match first_byte(root.get()) {
-        b'[' => parse_array(root),
-        b'{' => match Read::of(root.get()) {
+        b'[' => parse_array(root, one_pass),
+        b'{' => match Read::of(root.get(), one_pass) {
             Ok(read) => parse_object(root.get(), read, header_event_type),
             Err(e) => vec![Err(no_id(e))],
         },
@@ -171,17 +174,18 @@ fn parse_root(text: &str, header_event_type: Option<&str>) -> Vec<RecordResult> 
     }
 }
 
-/// [`parse`] without its one-pass shortcut, for tests that compare the two.
+/// [`parse`] without the one-pass read: the root checked, every object probed and read
+/// by its schema's own structs. Tests hold [`parse`] to it.
 #[cfg(test)]
-fn parse_checked_root(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
+fn parse_probed(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
     match message_text(body) {
-        Ok(text) => parse_root(text, header_event_type),
+        Ok(text) => parse_root(text, header_event_type, false),
         Err(e) => vec![Err(e)],
     }
 }
 
 /// The keys that tell the schemas apart. Unknown keys are skipped without being parsed.
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize)]
 struct Probe<'a> {
     #[serde(rename = "Records", borrow)]
     records: Option<&'a RawValue>,
@@ -205,12 +209,17 @@ fn probe(text: &str) -> Result<Probe<'_>, EventError> {
     serde_json::from_str(text).map_err(|e| malformed(format!("not a valid event object: {e}")))
 }
 
-/// [`Probe`]'s keys and every field of the two Azure schemas, read in one pass: an
-/// Event Grid or CloudEvents event (the common case) is then not read a second time.
-/// Where this fails (a key repeated: every field is a raw value, so no shape fails it)
-/// the message is probed and read the usual way, which finds the same answer or reports why: every struct
-/// involved reads a subset of these keys, so when this succeeds they would too, with
-/// the same values.
+/// [`Probe`]'s keys and every field of the two Azure schemas, read in one pass, the
+/// Azure fields as the values their schemas want (strings, and `data` as an object with
+/// a non-negative integer and two strings): an Event Grid or CloudEvents event (the
+/// common case) is then neither read a second time nor its strings read again.
+///
+/// Where this fails (a key repeated, or a field of another type than the Azure schemas
+/// want, which may be fine for another schema or be the event's error) the object is
+/// probed and read by its schema's own structs, which find the same answer or report
+/// why. When this succeeds, those would have read the same keys to the same values: a
+/// [`Raw`] field here is a raw value there too, and a typed one is what their
+/// [`opt_str`] or [`AzureData`] read makes of its raw value.
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(rename = "Records", borrow)]
@@ -218,11 +227,11 @@ struct Fields<'a> {
     #[serde(rename = "EventName", borrow)]
     minio_event_name: Raw<'a>,
     #[serde(borrow)]
-    specversion: Raw<'a>,
+    specversion: Text<'a>,
     #[serde(rename = "eventType", borrow)]
-    event_type: Raw<'a>,
+    event_type: Text<'a>,
     #[serde(borrow)]
-    subject: Raw<'a>,
+    subject: Text<'a>,
     #[serde(borrow)]
     bucket: Raw<'a>,
     #[serde(borrow)]
@@ -230,54 +239,64 @@ struct Fields<'a> {
     #[serde(rename = "Event", borrow)]
     s3_service_event: Raw<'a>,
     #[serde(borrow)]
-    id: Raw<'a>,
+    id: Text<'a>,
     #[serde(borrow)]
-    topic: Raw<'a>,
+    topic: Text<'a>,
     #[serde(rename = "eventTime", borrow)]
-    event_time: Raw<'a>,
+    event_time: Text<'a>,
     #[serde(borrow)]
-    data: Raw<'a>,
+    data: Option<azure::AzureData<'a>>,
     #[serde(rename = "type", borrow)]
-    ce_type: Raw<'a>,
+    ce_type: Text<'a>,
     #[serde(borrow)]
-    source: Raw<'a>,
+    source: Text<'a>,
     #[serde(borrow)]
-    time: Raw<'a>,
+    time: Text<'a>,
 }
 
-/// How an event object was read: in one pass ([`Fields`]), or probed only.
+/// How an event object was read: in one pass ([`Fields`]), or probed only. It lives
+/// on the stack for one parse: boxing the large variant would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Read<'a> {
     Fields(Fields<'a>),
     Probed(Probe<'a>),
 }
 
 impl<'a> Read<'a> {
-    /// Reads the event object `text` in one pass if it can, else probes it.
-    fn of(text: &'a str) -> Result<Self, EventError> {
-        match serde_json::from_str::<Fields<'a>>(text) {
-            Ok(fields) => Ok(Read::Fields(fields)),
-            Err(_) => probe(text).map(Read::Probed),
+    /// Reads the event object `text` in one pass if `one_pass` and it can, else probes it.
+    fn of(text: &'a str, one_pass: bool) -> Result<Self, EventError> {
+        if one_pass {
+            if let Ok(fields) = serde_json::from_str::<Fields<'a>>(text) {
+                return Ok(Read::Fields(fields));
+            }
         }
+        probe(text).map(Read::Probed)
     }
 
-    fn probe(&self) -> Probe<'a> {
+    /// What tells the schemas apart.
+    fn shape(&self) -> Shape<'a> {
         match self {
-            Read::Probed(p) => *p,
-            Read::Fields(f) => Probe {
+            Read::Probed(p) => Shape {
+                records: p.records,
+                minio: p.minio_event_name.is_some(),
+                cloud_events: p.specversion.is_some(),
+                event_grid: p.event_type.is_some() && p.subject.is_some(),
+                gcs: p.bucket.is_some() && p.name.is_some(),
+                s3_service_event: p.s3_service_event,
+            },
+            Read::Fields(f) => Shape {
                 records: f.records,
-                minio_event_name: f.minio_event_name,
-                specversion: f.specversion,
-                event_type: f.event_type,
-                subject: f.subject,
-                bucket: f.bucket,
-                name: f.name,
+                minio: f.minio_event_name.is_some(),
+                cloud_events: f.specversion.is_some(),
+                event_grid: f.event_type.is_some() && f.subject.is_some(),
+                gcs: f.bucket.is_some() && f.name.is_some(),
                 s3_service_event: f.s3_service_event,
             },
         }
     }
 
     /// The Event Grid event `raw` (this object's text).
-    fn event_grid(&self, raw: &str) -> RecordResult {
+    fn event_grid(self, raw: &str) -> RecordResult {
         match self {
             Read::Probed(_) => eventgrid::parse(raw),
             Read::Fields(f) => eventgrid::read(
@@ -295,7 +314,7 @@ impl<'a> Read<'a> {
     }
 
     /// The CloudEvents event `raw` (this object's text).
-    fn cloud_events(&self, raw: &str) -> RecordResult {
+    fn cloud_events(self, raw: &str) -> RecordResult {
         match self {
             Read::Probed(_) => cloudevents::parse(raw),
             Read::Fields(f) => cloudevents::read(
@@ -314,7 +333,18 @@ impl<'a> Read<'a> {
     }
 }
 
-fn parse_array(root: &RawValue) -> Vec<RecordResult> {
+/// What tells the schemas apart: keys that are there (and not `null`), and the raw
+/// values of the two that are read further.
+struct Shape<'a> {
+    records: Raw<'a>,
+    minio: bool,
+    cloud_events: bool,
+    event_grid: bool,
+    gcs: bool,
+    s3_service_event: Raw<'a>,
+}
+
+fn parse_array(root: &RawValue, one_pass: bool) -> Vec<RecordResult> {
     let elements: Vec<&RawValue> = match serde_json::from_str(root.get()) {
         Ok(elements) => elements,
         Err(e) => return vec![Err(no_id(malformed(format!("not valid JSON: {e}"))))],
@@ -322,20 +352,23 @@ fn parse_array(root: &RawValue) -> Vec<RecordResult> {
     if elements.is_empty() {
         return vec![Err(no_id(malformed("empty event array")))];
     }
-    elements.into_iter().map(parse_array_element).collect()
+    elements
+        .into_iter()
+        .map(|e| parse_array_element(e, one_pass))
+        .collect()
 }
 
 /// An element of a top-level array: an Event Grid or CloudEvents event.
-fn parse_array_element(raw: &RawValue) -> RecordResult {
+fn parse_array_element(raw: &RawValue, one_pass: bool) -> RecordResult {
     let raw = raw.get();
     if first_byte(raw) != b'{' {
         return Err(no_id(malformed("array element must be a JSON object")));
     }
-    let read = Read::of(raw).map_err(no_id)?;
-    let probe = read.probe();
-    if probe.specversion.is_some() {
+    let read = Read::of(raw, one_pass).map_err(no_id)?;
+    let shape = read.shape();
+    if shape.cloud_events {
         read.cloud_events(raw)
-    } else if probe.event_type.is_some() && probe.subject.is_some() {
+    } else if shape.event_grid {
         read.event_grid(raw)
     } else {
         Err(no_id(malformed(
@@ -346,17 +379,17 @@ fn parse_array_element(raw: &RawValue) -> RecordResult {
 
 /// A message that is one event object: `raw` is its text, `read` how it was read.
 fn parse_object(raw: &str, read: Read<'_>, header_event_type: Option<&str>) -> Vec<RecordResult> {
-    let probe = read.probe();
-    if let Some(records) = probe.records {
-        return s3::parse(records, probe.minio_event_name.is_some());
+    let shape = read.shape();
+    if let Some(records) = shape.records {
+        return s3::parse(records, shape.minio);
     }
-    let result = if probe.specversion.is_some() {
+    let result = if shape.cloud_events {
         read.cloud_events(raw)
-    } else if probe.event_type.is_some() && probe.subject.is_some() {
+    } else if shape.event_grid {
         read.event_grid(raw)
-    } else if probe.bucket.is_some() && probe.name.is_some() {
+    } else if shape.gcs {
         gcs::parse(raw, header_event_type)
-    } else if let Some(event) = probe.s3_service_event {
+    } else if let Some(event) = shape.s3_service_event {
         // e.g. {"Service":"Amazon S3","Event":"s3:TestEvent",...}, sent when a bucket
         // notification is configured.
         match opt_str(Some(event), "Event") {
@@ -387,6 +420,29 @@ pub fn derive_id(format: EventFormat, raw: &str) -> String {
 
 /// A field kept as its raw JSON slice until it is looked at; JSON `null` reads as `None`.
 type Raw<'a> = Option<&'a RawValue>;
+
+/// A string field read as a string where the message is read (borrowed unless it has
+/// escapes); JSON `null` reads as `None`.
+type Text<'a> = Option<BorrowedStr<'a>>;
+
+/// A string field of an event as a schema's struct holds it: a raw value, read (and
+/// checked) when it is looked at, or a string read with the message.
+trait Field<'a> {
+    /// The string, `None` when absent or `null`; `field` names it in errors.
+    fn text(self, field: &str) -> Result<Option<Cow<'a, str>>, EventError>;
+}
+
+impl<'a> Field<'a> for Raw<'a> {
+    fn text(self, field: &str) -> Result<Option<Cow<'a, str>>, EventError> {
+        opt_str(self, field)
+    }
+}
+
+impl<'a> Field<'a> for Text<'a> {
+    fn text(self, _field: &str) -> Result<Option<Cow<'a, str>>, EventError> {
+        Ok(self.map(|s| s.0))
+    }
+}
 
 fn malformed(detail: impl Into<String>) -> EventError {
     EventError::Malformed(detail.into())
@@ -443,12 +499,14 @@ fn opt_str<'a>(value: Raw<'a>, field: &str) -> Result<Option<Cow<'a, str>>, Even
     }
 }
 
-fn req_str<'a>(value: Raw<'a>, field: &str) -> Result<Cow<'a, str>, EventError> {
-    opt_str(value, field)?.ok_or_else(|| malformed(format!("missing field `{field}`")))
+fn req_str<'a>(value: impl Field<'a>, field: &str) -> Result<Cow<'a, str>, EventError> {
+    value
+        .text(field)?
+        .ok_or_else(|| malformed(format!("missing field `{field}`")))
 }
 
 /// A required string that must not be empty.
-fn req_non_empty<'a>(value: Raw<'a>, field: &str) -> Result<Cow<'a, str>, EventError> {
+fn req_non_empty<'a>(value: impl Field<'a>, field: &str) -> Result<Cow<'a, str>, EventError> {
     let s = req_str(value, field)?;
     if s.is_empty() {
         return Err(malformed(format!("field `{field}` must not be empty")));
@@ -460,8 +518,8 @@ fn req_raw<'a>(value: Raw<'a>, field: &str) -> Result<&'a RawValue, EventError> 
     value.ok_or_else(|| malformed(format!("missing field `{field}`")))
 }
 
-fn opt_string(value: Raw<'_>, field: &str) -> Result<Option<String>, EventError> {
-    Ok(opt_str(value, field)?.map(Cow::into_owned))
+fn opt_string<'a>(value: impl Field<'a>, field: &str) -> Result<Option<String>, EventError> {
+    Ok(value.text(field)?.map(Cow::into_owned))
 }
 
 fn opt_u64(value: Raw<'_>, field: &str) -> Result<Option<u64>, EventError> {

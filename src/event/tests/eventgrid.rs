@@ -128,6 +128,13 @@ fn wrong_types_are_malformed_naming_the_field() {
             Some("831e1650-001e-001b-66ab-eeb76e069631"),
         ),
         (
+            // An array would fill a struct by position: still not an object.
+            "data",
+            serde_json::json!([18234, "0x1", "application/json"]),
+            "field `data` must be an object",
+            Some("831e1650-001e-001b-66ab-eeb76e069631"),
+        ),
+        (
             "data",
             serde_json::json!({"contentLength": "18234"}),
             "field `data.contentLength` must be a non-negative integer",

@@ -112,6 +112,16 @@ fn azure_event() -> impl Strategy<Value = String> {
         "{}",
         "[1, {\"deep\": null}]",
         "\"\\u0041\\n\"",
+        // Odd `data`: an array a struct would read by position, fields of other
+        // types, a repeated key, escapes.
+        "[5, \"0x1\", \"a/b\"]",
+        "{\"contentLength\": -1}",
+        "{\"contentLength\": 1.5}",
+        "{\"contentLength\": \"5\", \"eTag\": 7}",
+        "{\"contentLength\": 18446744073709551616}",
+        "{\"eTag\": \"a\", \"eTag\": \"b\"}",
+        "{\"contentLength\": null, \"eTag\": \"\\u00e9\\\"\", \"x\": [1]}",
+        "\"/blobServices/default/containers/c/blobs/a\\u002fb\\u0000.json\"",
     ];
     const OTHER_KEYS: &[&str] = &[
         "id",
@@ -189,31 +199,6 @@ proptest! {
         }
     }
 
-    /// The one-pass read of an event object gives what checking the root value first
-    /// and then reading it gives: the same events, raw JSON and errors.
-    #[test]
-    fn the_one_pass_read_agrees_with_the_checked_root(
-        body in prop_oneof![1 => json_value(), 1 => token_soup(), 3 => azure_event()],
-        before in prop::sample::select(&[" ", "", "\n\t", "\r\n ", "\u{feff}", "\x0c", "\u{a0}"][..]),
-        after in prop::sample::select(&[" ", "", "\n\t", "\r\n ", "\x0c", "\u{a0}", "x"][..]),
-        header in header(),
-    ) {
-        let body = format!("{before}{body}{after}");
-        let fast = parse(body.as_bytes(), header.as_deref());
-        let checked = parse_checked_root(body.as_bytes(), header.as_deref());
-        prop_assert_eq!(fast.len(), checked.len());
-        for (fast, checked) in fast.iter().zip(&checked) {
-            match (fast, checked) {
-                (Ok(f), Ok(c)) => {
-                    prop_assert_eq!(&f.event, &c.event);
-                    prop_assert_eq!(f.raw.get(), c.raw.get());
-                }
-                (Err(f), Err(c)) => prop_assert_eq!(f, c),
-                _ => prop_assert!(false, "{:?} against {:?}", fast, checked),
-            }
-        }
-    }
-
     #[test]
     fn event_grid_subject_round_trips(
         container in segment(),
@@ -252,5 +237,37 @@ proptest! {
         prop_assert_eq!(results.len(), 1);
         let event = &results[0].as_ref().unwrap().event;
         prop_assert_eq!(&event.path, &key);
+    }
+}
+
+proptest! {
+    // Many cases: each odd value of a field shows up in few of them.
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The one-pass read of an event object (its Azure fields read as strings and
+    /// `data` as an object) gives what checking the root value first and then probing
+    /// each object and reading it with its schema's own struct gives: the same events,
+    /// raw JSON and errors.
+    #[test]
+    fn the_one_pass_read_agrees_with_probing(
+        body in prop_oneof![1 => json_value(), 1 => token_soup(), 3 => azure_event()],
+        before in prop::sample::select(&[" ", "", "\n\t", "\r\n ", "\u{feff}", "\x0c", "\u{a0}"][..]),
+        after in prop::sample::select(&[" ", "", "\n\t", "\r\n ", "\x0c", "\u{a0}", "x"][..]),
+        header in header(),
+    ) {
+        let body = format!("{before}{body}{after}");
+        let fast = parse(body.as_bytes(), header.as_deref());
+        let checked = parse_probed(body.as_bytes(), header.as_deref());
+        prop_assert_eq!(fast.len(), checked.len());
+        for (fast, checked) in fast.iter().zip(&checked) {
+            match (fast, checked) {
+                (Ok(f), Ok(c)) => {
+                    prop_assert_eq!(&f.event, &c.event);
+                    prop_assert_eq!(f.raw.get(), c.raw.get());
+                }
+                (Err(f), Err(c)) => prop_assert_eq!(f, c),
+                _ => prop_assert!(false, "{:?} against {:?}", fast, checked),
+            }
+        }
     }
 }
