@@ -296,13 +296,23 @@ impl Segment {
 /// characters, a capture at least one. On a mismatch only the last variable part grows,
 /// one character at a time (positions stay on character boundaries: literals begin and
 /// end on them).
+///
+/// A literal that ends the segment is compared once with its end, and a variable part
+/// that ends it takes all that is left: what the search would find, without searching
+/// (`{name}.json` is the common segment).
 fn parts_match(parts: &[Part], s: &[u8]) -> bool {
+    let Some((parts, s)) = strip_literal_end(parts, s) else {
+        return false;
+    };
     let (mut pi, mut si) = (0, 0);
     // The last variable part: the part after it, and where it would end if one longer.
     let mut back: Option<(usize, usize)> = None;
     loop {
         match parts.get(pi) {
             None if si == s.len() => return true,
+            // The last part, variable: it takes the rest (a capture at least one character).
+            Some(Part::Star) if pi + 1 == parts.len() => return true,
+            Some(Part::Capture(_)) if pi + 1 == parts.len() => return si < s.len(),
             Some(Part::Star) => {
                 pi += 1;
                 back = Some((pi, si));
@@ -330,6 +340,20 @@ fn parts_match(parts: &[Part], s: &[u8]) -> bool {
             }
             _ => return false,
         }
+    }
+}
+
+/// A segment's parts and text without the literal that ends both, `None` if the text
+/// does not end with the parts' last literal. Any match puts that literal at the very
+/// end, so the rest of the parts must match exactly the rest of the text; what is cut
+/// starts with a character's first byte, so the rest ends on a character boundary.
+fn strip_literal_end<'a, 's>(parts: &'a [Part], s: &'s [u8]) -> Option<(&'a [Part], &'s [u8])> {
+    match parts.split_last() {
+        Some((Part::Literal(l), rest)) => {
+            let l = l.as_bytes();
+            s.ends_with(l).then(|| (rest, &s[..s.len() - l.len()]))
+        }
+        _ => Some((parts, s)),
     }
 }
 
@@ -414,10 +438,14 @@ fn capture_segments<'p>(
                         }
                         !text.is_empty()
                     }
-                    Segment::Parts(parts) => {
-                        let mut part_failed = Failed::default();
-                        capture_parts(parts, 0, text, 0, out, &mut part_failed)
-                    }
+                    Segment::Parts(parts) => match strip_literal_end(parts, text.as_bytes()) {
+                        // `rest` ends on a character boundary (see strip_literal_end).
+                        Some((parts, rest)) => {
+                            let mut part_failed = Failed::default();
+                            capture_parts(parts, 0, &text[..rest.len()], 0, out, &mut part_failed)
+                        }
+                        None => false,
+                    },
                     other => other.matches(text),
                 };
                 here && capture_segments(segs, si + 1, next, path, out, failed)

@@ -218,7 +218,32 @@ mod envelope_reference {
             // One such character alone in plain text.
             2 => ("[a-z]{0,3}", "[\"\\\\\u{0}-\u{1f}\u{7f}]", "[a-z]{0,3}")
                 .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
+            // ... anywhere in a longer one (the check reads eight bytes at a time).
+            2 => ("[a-z]{0,20}", "[\"\\\\\u{0}-\u{1f}\u{7f}]", "[a-z]{0,20}")
+                .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
         ]
+    }
+
+    proptest! {
+        /// The word-at-a-time check finds what a byte-by-byte one finds, wherever the
+        /// byte is: plain text with one byte of any value put anywhere, and mixed bytes.
+        #[test]
+        fn needs_escape_agrees_with_a_byte_scan(
+            plain in prop::collection::vec(0x23u8..0x5c, 0..40),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            mixed in prop::collection::vec(
+                prop_oneof![8 => 0x23u8..0x5c, 1 => any::<u8>(), 1 => 0u8..0x21, 1 => Just(b'"'), 1 => Just(b'\\')],
+                0..40,
+            ),
+        ) {
+            let mut one = plain;
+            one.insert(at.index(one.len() + 1), byte);
+            for s in [one, mixed] {
+                let scan = s.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+                prop_assert_eq!(needs_escape(&s), scan, "{:?}", s);
+            }
+        }
     }
 
     fn format() -> impl Strategy<Value = EventFormat> {
