@@ -297,6 +297,8 @@ fn cpu_time(pid: &str) -> Option<Duration> {
 
 /// Longest wait for a consumer to drain before the bench gives up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
+/// No progress for this long is reported (once per stall) with the consumer's state.
+const STALL: Duration = Duration::from_secs(2);
 
 /// Waits until `consumer` exists and has nothing pending or unacked; prints the rate of
 /// the messages it finished after the clock started (those done before the first look
@@ -308,6 +310,10 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
     let stream = js.get_stream(INPUT).await?;
     let total = stream.clone().info().await?.state.messages;
     let mut done_before = 0;
+    // Progress (messages done) and when it last moved: a round that stops moving for a
+    // while says what the consumer looked like meanwhile, so a slow round can be explained.
+    let mut last = (u64::MAX, Instant::now());
+    let mut reported = false;
     loop {
         if let Ok(mut c) = stream.get_consumer::<pull::Config>(consumer).await {
             let info = c.info().await?;
@@ -320,6 +326,18 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
             }
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 break;
+            }
+            let done = total.saturating_sub(info.num_pending + info.num_ack_pending as u64);
+            if done != last.0 {
+                last = (done, Instant::now());
+                reported = false;
+            } else if !reported && last.1.elapsed() > STALL {
+                reported = true;
+                eprintln!(
+                    "{consumer}: no progress for {STALL:?} at {done} of {total} done: {} pending, \
+                     {} delivered and unacked, {} redelivered, {} pull requests waiting",
+                    info.num_pending, info.num_ack_pending, info.num_redelivered, info.num_waiting
+                );
             }
         }
         anyhow::ensure!(

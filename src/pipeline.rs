@@ -137,7 +137,8 @@ impl Pipeline {
             .and_then(|h| h.get(headers::EVENT_TYPE))
             .map(|v| v.as_str());
 
-        let mut plans = Vec::new();
+        // Most messages are one record.
+        let mut plans = Vec::with_capacity(1);
         if msg.payload.len() > self.max_event_bytes {
             plans.push(Plan::Dead(DeadLetterPlan::message(
                 Reason::OversizedEvent,

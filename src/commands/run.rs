@@ -177,22 +177,50 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     result
 }
 
+/// The server heartbeats a waiting pull request this often; two missed ones mean no pull
+/// is outstanding, and the message stream is opened afresh (see [`consume`]).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// A pull request expires after this long (then the client sends another).
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// The pulled messages of `consumer`: at most `concurrency` per pull request, so that no
+/// more are fetched than can be worked on (prefetched messages wait unacked).
+async fn pull(
+    consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    concurrency: usize,
+) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+    consumer
+        .stream()
+        .max_messages_per_batch(concurrency)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .context("starting to consume")
+}
+
 /// Pulls messages and handles up to `--concurrency` at once until `stop`, then waits
 /// (bounded) for the ones in flight.
+///
+/// async-nats's message stream counts the messages its pull requests still owe, and
+/// sends the next request when that count runs low. A message that arrives between a
+/// request's publication and its being counted is lost from the count (it saturates at
+/// zero) and the stream then waits for messages the server already sent: with no pull
+/// outstanding, until its own timer at `expires` + 5 s (35 s with the default expiry).
+/// Seen here as a round of the throughput bench taking 36 s. With no pull outstanding
+/// the server sends no heartbeat either, so a missed heartbeat is how the stall shows:
+/// the stream is then opened afresh (its count starts at zero and it pulls at once),
+/// which bounds the stall to two heartbeats. A false alarm costs only the messages on
+/// their way to the old stream, which come back after `ack_wait`.
 async fn consume(
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     pipeline: Arc<Pipeline>,
     args: &RunArgs,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    use jetstream::consumer::pull::MessagesErrorKind;
     let concurrency = args.concurrency as usize;
-    // Fetch no more than we can work on: prefetched messages wait unacked.
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .messages()
-        .await
-        .context("starting to consume")?;
+    let mut messages = pull(&consumer, concurrency).await?;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     loop {
@@ -215,8 +243,25 @@ async fn consume(
                     drop(permit);
                 }));
             }
+            Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                drop(permit);
+                // No pull outstanding (see above), or NATS away: pull afresh. While NATS
+                // is away the new stream waits for it as the old one would.
+                tracing::warn!(error = %e, "no heartbeat for the pull request; pulling afresh");
+                let fresh = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    fresh = pull(&consumer, concurrency) => fresh,
+                };
+                match fresh {
+                    Ok(fresh) => messages = fresh,
+                    Err(e) => {
+                        tracing::warn!(error = %Chain(e.as_ref()), "pulling afresh failed; keeping the old stream");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
             Some(Err(e)) => {
-                // Missed heartbeats and the like while NATS is away; the stream recovers.
+                // Errors while NATS is away and the like; the stream recovers.
                 tracing::warn!(error = %e, "consumer stream error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
