@@ -4,7 +4,10 @@
 # then the worker, on the same N freshly preloaded events, and prints both rates, the
 # CPU each client and nats-server spent per event, and the round's ratio; the last line,
 # `ratio X.XX`, is the median of the rounds' ratios (worker / forwarder), since on a
-# shared 2-core machine one run's rate can move by a tenth.
+# shared 2-core machine one run's rate can move by a tenth. The line before it, `cpu
+# ratio X.XX`, is the median of what each round's ratio would be if the two cores were
+# the only limit: the forwarder's CPU per event (its own and nats-server's) over the
+# worker's.
 #
 #   [ROUNDS=3] [OUTPUTS=routed] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
@@ -38,7 +41,11 @@ case "${OUTPUTS:-}" in "" | routed) ;; *) echo "OUTPUTS must be empty or 'routed
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
 rate() { echo "$1" | grep -o '[0-9]*/s' | head -1 | tr -d '/s'; }
+# CPU per event of a run, client plus nats-server (µs).
+cpu() { echo "$1" | grep -o '[0-9.]* µs' | awk '{ s += $1 } END { print s + 0 }'; }
+median() { sort -n | awk '{ r[NR] = $1 } END { printf "%.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
 ratios=()
+cpu_ratios=()
 for round in $(seq "$ROUNDS"); do
     # 1. The forwarder.
     "$TOOL" reset
@@ -61,7 +68,13 @@ for round in $(seq "$ROUNDS"); do
         grep -iE '"level":"(warn|error)"' "$work/worker.log" | tail -5
     fi
     r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"
-    echo "round $round: ratio $r"
+    # What the ratio comes to when the two cores are the limit: the forwarder's CPU per
+    # event (with the server's for it) over the worker's. Steadier than the rates, which
+    # move with whatever else the machine is doing.
+    c="$(awk -v w="$(cpu "$worker")" -v f="$(cpu "$forwarder")" 'BEGIN { printf "%.2f", (w > 0) ? f / w : 0 }')"
+    echo "round $round: ratio $r (cpu ratio $c)"
     ratios+=("$r")
+    cpu_ratios+=("$c")
 done
-printf '%s\n' "${ratios[@]}" | sort -n | awk '{ r[NR] = $1 } END { printf "ratio %.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'
+echo "cpu ratio $(printf '%s\n' "${cpu_ratios[@]}" | median)"
+echo "ratio $(printf '%s\n' "${ratios[@]}" | median)"
