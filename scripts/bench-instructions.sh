@@ -15,6 +15,8 @@
 # the counts mean anything, not the time taken. PROFILE_DIR=DIR keeps the four callgrind
 # outputs there (`callgrind_annotate --inclusive=yes DIR/worker.12000` shows where they go).
 set -euo pipefail
+# The runs below happen inside $(...): let a failure there stop the script too.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 SMALL="${1:-2000}"
@@ -34,8 +36,13 @@ export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER" 2>/dev/null
 echo "nats-server on port $port; $SMALL and $LARGE events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs"
 
-# Total instructions of the callgrind run whose output file is $1.
-total() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
+# Total instructions of the callgrind run whose output file is $1; fails if there is none.
+total() {
+    local n
+    n="$(awk '/^(summary|totals):/ { print $2; exit }' "$1")"
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "no instruction total in $1" >&2; return 1; }
+    echo "$n"
+}
 CALLGRIND=(valgrind --tool=callgrind --dump-instr=no --dump-line=no)
 
 # Instructions of the forwarder draining $1 events, start to exit.
@@ -50,16 +57,17 @@ forwarder() {
 worker() {
     "$TOOL" reset
     "$TOOL" preload "$1" 2>/dev/null
-    # start_worker waits for readiness; under valgrind that takes some seconds.
+    # Not start_worker: the worker runs under valgrind, and wait-drained waits for it.
     BLOB_ROUTER_LOG_LEVEL=warn,blob_router::http=info "${CALLGRIND[@]}" --callgrind-out-file="$work/wrk.$1" \
         "$BIN" run --nats-url "nats://127.0.0.1:$port" --http-addr 127.0.0.1:0 --log-format json \
         --configs "$work/configs.json" --concurrency "$CONCURRENCY" 2>"$work/worker.log" &
     local pid=$!
-    pids+=("$pid")
+    # Stopped here on any failure (this runs in a subshell: the EXIT trap does not see it).
+    trap 'kill "$pid" 2>/dev/null || true' EXIT
     "$TOOL" wait-drained blob-router >/dev/null
     kill -TERM "$pid"
-    wait "$pid" || { echo "the worker did not exit cleanly" >&2; tail -5 "$work/worker.log" >&2; exit 1; }
-    unset 'pids[-1]'
+    wait "$pid" || { echo "the worker did not exit cleanly" >&2; tail -5 "$work/worker.log" >&2; return 1; }
+    trap - EXIT
     total "$work/wrk.$1"
 }
 

@@ -177,11 +177,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     result
 }
 
-/// The server heartbeats a waiting pull request this often; two missed ones mean no pull
-/// is outstanding, and the message stream is opened afresh (see [`consume`]).
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
-/// A pull request expires after this long (then the client sends another).
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
+/// A pull request expires after this long, or the consumer's `max_expires` if that is
+/// shorter (a longer one would be refused and end the stream); see [`consume`].
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// The pulled messages of `consumer`: at most `concurrency` per pull request, so that no
 /// more are fetched than can be worked on (prefetched messages wait unacked).
@@ -189,11 +187,16 @@ async fn pull(
     consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     concurrency: usize,
 ) -> anyhow::Result<jetstream::consumer::pull::Stream> {
+    let max = consumer.cached_info().config.max_expires;
+    let expires = if max.is_zero() {
+        PULL_EXPIRES
+    } else {
+        PULL_EXPIRES.min(max)
+    };
     consumer
         .stream()
         .max_messages_per_batch(concurrency)
-        .expires(PULL_EXPIRES)
-        .heartbeat(PULL_HEARTBEAT)
+        .expires(expires)
         .messages()
         .await
         .context("starting to consume")
@@ -205,20 +208,18 @@ async fn pull(
 /// async-nats's message stream counts the messages its pull requests still owe, and
 /// sends the next request when that count runs low. A message that arrives between a
 /// request's publication and its being counted is lost from the count (it saturates at
-/// zero) and the stream then waits for messages the server already sent: with no pull
-/// outstanding, until its own timer at `expires` + 5 s (35 s with the default expiry).
-/// Seen here as a round of the throughput bench taking 36 s. With no pull outstanding
-/// the server sends no heartbeat either, so a missed heartbeat is how the stall shows:
-/// the stream is then opened afresh (its count starts at zero and it pulls at once),
-/// which bounds the stall to two heartbeats. A false alarm costs only the messages on
-/// their way to the old stream, which come back after `ack_wait`.
+/// zero) and the stream then waits for messages the server already sent, with no pull
+/// outstanding, until its own timer at the request's expiry + 5 s. Seen here as rounds of
+/// the throughput bench taking 36 s with the default 30 s expiry; with [`PULL_EXPIRES`]
+/// such a stall lasts at most 10 s. (Opening the stream afresh on a missed heartbeat
+/// would bound it further, but a message on its way to the dropped stream on its last
+/// allowed delivery would then be lost, so that is left to async-nats.)
 async fn consume(
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     pipeline: Arc<Pipeline>,
     args: &RunArgs,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    use jetstream::consumer::pull::MessagesErrorKind;
     let concurrency = args.concurrency as usize;
     let mut messages = pull(&consumer, concurrency).await?;
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -243,25 +244,8 @@ async fn consume(
                     drop(permit);
                 }));
             }
-            Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
-                drop(permit);
-                // No pull outstanding (see above), or NATS away: pull afresh. While NATS
-                // is away the new stream waits for it as the old one would.
-                tracing::warn!(error = %e, "no heartbeat for the pull request; pulling afresh");
-                let fresh = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    fresh = pull(&consumer, concurrency) => fresh,
-                };
-                match fresh {
-                    Ok(fresh) => messages = fresh,
-                    Err(e) => {
-                        tracing::warn!(error = %Chain(e.as_ref()), "pulling afresh failed; keeping the old stream");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
             Some(Err(e)) => {
-                // Errors while NATS is away and the like; the stream recovers.
+                // Missed heartbeats and the like while NATS is away; the stream recovers.
                 tracing::warn!(error = %e, "consumer stream error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -13,10 +13,12 @@
 //! the same message still go through.
 //!
 //! This runs once per event on the hot path: nothing is deserialized into
-//! `serde_json::Value`. Messages are probed with borrowed [`RawValue`] slices (for an Azure
-//! event, in the same pass that reads its fields), then read into small typed structs
-//! whose fields borrow from the message bytes; only the final
-//! [`BlobEvent`] and a copy of the record's raw JSON are allocated. Nothing here recurses on
+//! `serde_json::Value`. An event object is read in one pass that takes the keys telling
+//! the schemas apart as borrowed [`RawValue`] slices and the Azure schemas' fields as the
+//! strings and `data` object they should be; where that fails, it is probed with
+//! [`RawValue`] slices and read by its schema's own structs. Fields borrow from the
+//! message bytes; only the final [`BlobEvent`] and a copy of the record's raw JSON are
+//! allocated. Nothing here recurses on
 //! its own: nesting is bounded by serde_json (its recursion limit, and its non-recursive
 //! skipping of ignored values).
 
@@ -219,7 +221,8 @@ fn probe(text: &str) -> Result<Probe<'_>, EventError> {
 /// probed and read by its schema's own structs, which find the same answer or report
 /// why. When this succeeds, those would have read the same keys to the same values: a
 /// [`Raw`] field here is a raw value there too, and a typed one is what their
-/// [`opt_str`] or [`AzureData`] read makes of its raw value.
+/// [`opt_str`], or their read of `data` (`azure::AzureBlobData` and its fields), makes
+/// of its raw value.
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(rename = "Records", borrow)]
