@@ -397,7 +397,11 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            forward(&js, num(1, 64) as usize, containers, outputs).await
+            // On a runtime worker, as the worker runs its commands (src/main.rs): the
+            // tasks it spawns per message go to that worker's own queue.
+            let concurrency = num(1, 64) as usize;
+            tokio::spawn(async move { forward(&js, concurrency, containers, outputs).await })
+                .await?
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,
