@@ -397,11 +397,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            // On a runtime worker, as the worker runs its commands (src/main.rs): the
-            // tasks it spawns per message go to that worker's own queue.
-            let concurrency = num(1, 64) as usize;
-            tokio::spawn(async move { forward(&js, concurrency, containers, outputs).await })
-                .await?
+            forward(&js, num(1, 64) as usize, containers, outputs).await
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,
