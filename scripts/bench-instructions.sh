@@ -27,12 +27,8 @@ PER="${5:-10}"
 (( LARGE > SMALL )) || { echo "LARGE ($LARGE) must be more than SMALL ($SMALL)" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
 
-cargo build --release --quiet --bin blob-router --example throughput
-BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
-TOOL=target/release/examples/throughput
 . scripts/bench-lib.sh
-start_nats
-export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
+start_throughput_bench "$CONTAINERS"
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER" 2>/dev/null
 echo "nats-server on port $port; $SMALL and $LARGE events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs"
 

@@ -36,3 +36,14 @@ start_worker() {
     done
     curl -sf "http://$addr/health/ready" >/dev/null 2>&1 || { echo "worker never became ready" >&2; cat "$work/worker.log" >&2; exit 1; }
 }
+
+# For the throughput-style benches: builds the worker and examples/throughput, sets $BIN
+# (the worker, or $BLOB_ROUTER_BIN: another build, e.g. an older commit's) and $TOOL,
+# starts nats-server and points both at it, with $1 containers for the bench's events.
+start_throughput_bench() {
+    cargo build --release --quiet --bin blob-router --example throughput
+    BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
+    TOOL=target/release/examples/throughput
+    start_nats
+    export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$1"
+}

@@ -25,13 +25,8 @@ CONCURRENCY="${2:-64}"
 CONTAINERS="${3:-100}"
 PER="${4:-10}"
 
-cargo build --release --quiet --bin blob-router --example throughput
-# BLOB_ROUTER_BIN measures another build of the worker (e.g. an older commit's).
-BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
-TOOL=target/release/examples/throughput
 . scripts/bench-lib.sh
-start_nats
-export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$CONTAINERS"
+start_throughput_bench "$CONTAINERS"
 echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs in $CONTAINERS containers"
 
 ROUNDS="${ROUNDS:-3}"

@@ -13,37 +13,43 @@ use super::{
     EventFormat, Field, Raw, Text,
 };
 
-/// The `data` of an Azure Storage blob event (Event Grid and CloudEvents schemas alike).
+/// The `data` of an Azure Storage blob event (Event Grid and CloudEvents schemas alike):
+/// its size as `N` and its strings as `S`, raw values when read by a schema's own
+/// parse, values when read with the rest of the event ([`AzureData`]).
 #[derive(Deserialize)]
-struct AzureBlobData<'a> {
-    #[serde(rename = "contentLength", borrow)]
-    content_length: Raw<'a>,
-    #[serde(rename = "eTag", borrow)]
-    etag: Raw<'a>,
-    #[serde(rename = "contentType", borrow)]
-    content_type: Raw<'a>,
+struct AzureBlobData<N, S> {
+    #[serde(rename = "contentLength")]
+    content_length: N,
+    #[serde(rename = "eTag")]
+    etag: S,
+    #[serde(rename = "contentType")]
+    content_type: S,
+}
+
+impl<'a, N, S: Field<'a>> AzureBlobData<N, S> {
+    /// Size (read by `size`), eTag and content type, in that order.
+    fn read(
+        self,
+        size: impl FnOnce(N) -> Result<Option<u64>, EventError>,
+    ) -> Result<BlobData, EventError> {
+        Ok((
+            size(self.content_length)?,
+            opt_string(self.etag, "data.eTag")?,
+            opt_string(self.content_type, "data.contentType")?,
+        ))
+    }
 }
 
 /// `data` read with the rest of the event (see `super::Fields`): what
 /// [`AzureBlobData`] and its fields' reads make of it, or a failure where they would
 /// fail. Only an object is `data` (a struct alone would take an array too).
-pub(super) struct AzureData<'a>(AzureDataFields<'a>);
-
-#[derive(Deserialize)]
-struct AzureDataFields<'a> {
-    #[serde(rename = "contentLength")]
-    content_length: Option<u64>,
-    #[serde(rename = "eTag", borrow)]
-    etag: Text<'a>,
-    #[serde(rename = "contentType", borrow)]
-    content_type: Text<'a>,
-}
+pub(super) struct AzureData<'a>(AzureBlobData<Option<u64>, Text<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for AzureData<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Object;
         impl<'de> serde::de::Visitor<'de> for Object {
-            type Value = AzureDataFields<'de>;
+            type Value = AzureBlobData<Option<u64>, Text<'de>>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object")
             }
@@ -51,7 +57,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for AzureData<'a> {
                 self,
                 map: A,
             ) -> Result<Self::Value, A::Error> {
-                AzureDataFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
             }
         }
         deserializer.deserialize_map(Object).map(AzureData)
@@ -71,25 +77,17 @@ impl DataField for Raw<'_> {
         let Some(raw) = self else {
             return Ok((None, None, None));
         };
-        let data: AzureBlobData = object(raw.get(), "data")?;
-        Ok((
-            opt_u64(data.content_length, "data.contentLength")?,
-            opt_string(data.etag, "data.eTag")?,
-            opt_string(data.content_type, "data.contentType")?,
-        ))
+        let data: AzureBlobData<Raw<'_>, Raw<'_>> = object(raw.get(), "data")?;
+        data.read(|n| opt_u64(n, "data.contentLength"))
     }
 }
 
 impl DataField for Option<AzureData<'_>> {
     fn read(self) -> Result<BlobData, EventError> {
-        let Some(AzureData(data)) = self else {
-            return Ok((None, None, None));
-        };
-        Ok((
-            data.content_length,
-            opt_string(data.etag, "data.eTag")?,
-            opt_string(data.content_type, "data.contentType")?,
-        ))
+        match self {
+            Some(AzureData(data)) => data.read(Ok),
+            None => Ok((None, None, None)),
+        }
     }
 }
 

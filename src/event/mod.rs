@@ -278,23 +278,22 @@ impl<'a> Read<'a> {
 
     /// What tells the schemas apart.
     fn shape(&self) -> Shape<'a> {
+        // The same keys in both structs (raw in one, some read as strings in the other).
+        macro_rules! shape {
+            ($r:expr) => {
+                Shape {
+                    records: $r.records,
+                    minio: $r.minio_event_name.is_some(),
+                    cloud_events: $r.specversion.is_some(),
+                    event_grid: $r.event_type.is_some() && $r.subject.is_some(),
+                    gcs: $r.bucket.is_some() && $r.name.is_some(),
+                    s3_service_event: $r.s3_service_event,
+                }
+            };
+        }
         match self {
-            Read::Probed(p) => Shape {
-                records: p.records,
-                minio: p.minio_event_name.is_some(),
-                cloud_events: p.specversion.is_some(),
-                event_grid: p.event_type.is_some() && p.subject.is_some(),
-                gcs: p.bucket.is_some() && p.name.is_some(),
-                s3_service_event: p.s3_service_event,
-            },
-            Read::Fields(f) => Shape {
-                records: f.records,
-                minio: f.minio_event_name.is_some(),
-                cloud_events: f.specversion.is_some(),
-                event_grid: f.event_type.is_some() && f.subject.is_some(),
-                gcs: f.bucket.is_some() && f.name.is_some(),
-                s3_service_event: f.s3_service_event,
-            },
+            Read::Probed(p) => shape!(p),
+            Read::Fields(f) => shape!(f),
         }
     }
 
