@@ -72,7 +72,8 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .unwrap();
             let m = router::decide(&record.event, &index).unwrap();
-            Envelope::new(&m.config, &m.metadata, &record.event, &record.raw).to_bytes()
+            let metadata = m.metadata(&record.event.path);
+            Envelope::new(&m.config, &metadata, &record.event, &record.raw).to_bytes()
         })
     });
     let m = router::decide(&parsed.event, &index).unwrap();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_nats::HeaderMap;
+use blob_router::nats::pull::{PullSettings, Puller};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -130,10 +131,10 @@ fn envelope_padding(containers: u64) -> usize {
         .expect("a created event");
     let doc = &configs(1, 1)[0];
     let config = SourceConfig::from_value(doc, "blob.routed").expect("valid config");
-    let metadata = vec![
-        ("plantation_id".to_string(), "plantation-0".to_string()),
-        ("crop".to_string(), "tea".to_string()),
-        ("batch_id".to_string(), "batch-0".to_string()),
+    let metadata = [
+        ("plantation_id", "plantation-0"),
+        ("crop", "tea"),
+        ("batch_id", "batch-0"),
     ];
     let envelope =
         blob_router::output::Envelope::new(&config, &metadata, &record.event, &record.raw)
@@ -195,11 +196,13 @@ async fn forward(
         )
         .await?;
     let total = consumer.cached_info().num_pending;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .messages()
-        .await?;
+    // Pulled as the worker pulls (src/nats/pull.rs), so that both get their messages the
+    // same way.
+    let settings = PullSettings {
+        batch: concurrency,
+        expires: Duration::from_secs(5),
+    };
+    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings).await?;
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -207,7 +210,7 @@ async fn forward(
     let mut done = 0u64;
     while done < total {
         let permit = permits.clone().acquire_owned().await?;
-        let msg = messages.next().await.context("consumer ended")??;
+        let msg = messages.next().await?;
         let js = js.clone();
         let mut body = Vec::with_capacity(msg.payload.len() + padding.len());
         body.extend_from_slice(&msg.payload);
@@ -397,7 +400,11 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            forward(&js, num(1, 64) as usize, containers, outputs).await
+            // On a runtime worker, as the worker runs its commands (src/main.rs): the
+            // tasks it spawns per message go to that worker's own queue.
+            let concurrency = num(1, 64) as usize;
+            tokio::spawn(async move { forward(&js, concurrency, containers, outputs).await })
+                .await?
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    // The command runs as a task on the runtime's workers, not on this thread: what it
+    // spawns (a task per message in `run`) then goes to a worker's own queue instead of
+    // the runtime's shared one, with no thread to wake for it.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Run(args) => commands::run::main(args).await,
             Command::Check(args) => commands::check::main(args).await,
@@ -37,5 +40,13 @@ fn main() -> ExitCode {
             Command::Replay(args) => commands::replay::main(args).await,
             Command::Loadgen(args) => commands::loadgen::main(args).await,
         }
-    })
+    });
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(e) => {
+            // A panic was logged where it happened (shutdown::log_panics).
+            eprintln!("error: the command ended abnormally: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -128,7 +128,8 @@ impl From<&EventError> for Reason {
 pub struct Envelope<'a> {
     pub source_id: &'a str,
     pub config_version: i64,
-    pub metadata: &'a [(String, String)],
+    /// The fields the config's pattern extracted, (name, value).
+    pub metadata: &'a [(&'a str, &'a str)],
     pub event: &'a BlobEvent,
     /// The record's JSON exactly as the input held it.
     pub raw: &'a RawJson,
@@ -138,7 +139,7 @@ impl<'a> Envelope<'a> {
     /// The envelope of `event` routed by `config`, with the fields its pattern extracted.
     pub fn new(
         config: &'a SourceConfig,
-        metadata: &'a [(String, String)],
+        metadata: &'a [(&'a str, &'a str)],
         event: &'a BlobEvent,
         raw: &'a RawJson,
     ) -> Self {
@@ -176,9 +177,10 @@ impl<'a> Envelope<'a> {
         }
         out.extend_from_slice(b"},\"event\":{\"id\":");
         json_str(&mut out, &e.id);
-        out.extend_from_slice(b",\"format\":");
-        json_str(&mut out, e.format.as_str());
-        out.extend_from_slice(b",\"event_type\":");
+        // The format's names are ours, and need no escaping.
+        out.extend_from_slice(b",\"format\":\"");
+        out.extend_from_slice(e.format.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"event_type\":");
         json_str(&mut out, &e.event_type);
         out.extend_from_slice(b",\"account\":");
         json_opt_str(&mut out, e.account.as_deref());
@@ -218,28 +220,28 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 /// 0x20), `"` or `\`. Eight bytes at a time (the envelope's sixteen strings are looked
 /// at for every routed event), with the classic tests for a zero byte and for a byte
 /// below a bound, each of which is exact about whether any byte of the word qualifies.
+/// The tests of all words are or-ed together and looked at once at the end: escapes are
+/// rare and the strings short, so one branch per word is cheaper than an early exit.
 fn needs_escape(s: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
-    /// Some byte of `x` is below `n` (for `n` <= 128).
-    fn below(x: u64, n: u8) -> bool {
-        x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH != 0
-    }
-    /// Some byte of `x` is `b`.
-    fn has(x: u64, b: u8) -> bool {
-        below(x ^ (ONES * u64::from(b)), 1)
+    /// The high bit of some byte is set if a byte of `x` is below 0x20, `"` or `\`.
+    fn flags(x: u64) -> u64 {
+        let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x;
+        below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
     }
     let mut words = s.chunks_exact(8);
+    let mut found = 0;
     for word in &mut words {
-        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
-        if below(x, 0x20) || has(x, b'"') || has(x, b'\\') {
-            return true;
-        }
+        found |= flags(u64::from_ne_bytes(word.try_into().expect("eight bytes")));
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    // The last few bytes, padded with a byte that needs no escape.
+    let mut last = [b'a'; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    found |= flags(u64::from_ne_bytes(last));
+    found & HIGH != 0
 }
 
 fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {

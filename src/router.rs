@@ -5,6 +5,7 @@
 //! match order (priority descending, then `_id`); a config naming an account only takes
 //! events from that account; the first whose pattern matches the whole path wins.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::cache::Index;
@@ -15,7 +16,25 @@ use crate::event::BlobEvent;
 #[derive(Debug, Clone)]
 pub struct Match {
     pub config: Arc<SourceConfig>,
-    pub metadata: Vec<(String, String)>,
+    /// Each extracted field as its index in the config's `extract_fields` and its
+    /// value's place in the event's path: no copies of either, for every routed event.
+    fields: Vec<(usize, Range<usize>)>,
+}
+
+impl Match {
+    /// The extracted fields, (name, value), in `extract_fields` order; `path` is that of
+    /// the event that matched.
+    pub fn metadata<'a>(&'a self, path: &'a str) -> Vec<(&'a str, &'a str)> {
+        self.fields
+            .iter()
+            .map(|(i, range)| {
+                (
+                    self.config.extract_fields[*i].as_str(),
+                    path.get(range.clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// First matching config for `event`, or `None` (a miss).
@@ -26,13 +45,10 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
         .find_map(|c| {
             // One pass over the path for a candidate that does not match; captures are
             // extracted for the winner only.
-            let fields = c.match_path(&event.path)?;
+            let fields = c.match_fields(&event.path)?;
             Some(Match {
                 config: c.clone(),
-                metadata: fields
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                fields,
             })
         })
 }
@@ -100,13 +116,14 @@ mod tests {
             0,
         );
         let index = Index::build([&c]);
-        let m = decide(&event("landing", "results/p7/tea/b42.json", None), &index).unwrap();
+        let ev = event("landing", "results/p7/tea/b42.json", None);
+        let m = decide(&ev, &index).unwrap();
         assert_eq!(
-            m.metadata,
+            m.metadata(&ev.path),
             vec![
-                ("plantation_id".to_string(), "p7".to_string()),
-                ("crop".to_string(), "tea".to_string()),
-                ("batch_id".to_string(), "b42".to_string()),
+                ("plantation_id", "p7"),
+                ("crop", "tea"),
+                ("batch_id", "b42")
             ]
         );
         assert!(decide(&event("landing", "results/p7/tea.json", None), &index).is_none());
@@ -139,9 +156,9 @@ mod tests {
         let index = Index::build([&c]);
         let ev = event("c", "deep/er/path.bin", None);
         let m = decide(&ev, &index).unwrap();
-        assert!(m.metadata.is_empty());
+        assert!(m.metadata(&ev.path).is_empty());
         let raw = RawJson::parse(r#"{"k":1}"#).unwrap();
-        let envelope = Envelope::new(&m.config, &m.metadata, &ev, &raw).to_bytes();
+        let envelope = Envelope::new(&m.config, &m.metadata(&ev.path), &ev, &raw).to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
         assert_eq!(body["source_id"], "all");
         assert_eq!(body["config_version"], 0);

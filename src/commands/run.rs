@@ -15,7 +15,6 @@ use anyhow::Context;
 
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
-use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +23,7 @@ use crate::cache::miss::MissResolver;
 use crate::cache::{sync, ConfigCache};
 use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
+use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::{Pipeline, PUBLISH_WINDOW};
 use crate::shutdown;
@@ -154,7 +154,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         });
         ready.store(true, Relaxed);
         tracing::info!(stream = %args.nats.input_stream, consumer = %args.nats.consumer, "ready; consuming");
-        consume(consumer, pipeline, &args, &stop).await?;
+        consume(&js, &client, &consumer, pipeline, &args, &stop).await?;
         ready.store(false, Relaxed);
         maintainer_abort.abort();
         let died = maintainer_died.await.unwrap_or(false);
@@ -177,51 +177,30 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     result
 }
 
-/// A pull request expires after this long, or the consumer's `max_expires` if that is
-/// shorter (a longer one would be refused and end the stream); see [`consume`].
+/// A pull request expires after this long (or the consumer's `max_expires` if that is
+/// shorter): an idle worker sends one request per this time.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
-/// The pulled messages of `consumer`: at most `concurrency` per pull request, so that no
-/// more are fetched than can be worked on (prefetched messages wait unacked).
-async fn pull(
-    consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    concurrency: usize,
-) -> anyhow::Result<jetstream::consumer::pull::Stream> {
-    let max = consumer.cached_info().config.max_expires;
-    let expires = if max.is_zero() {
-        PULL_EXPIRES
-    } else {
-        PULL_EXPIRES.min(max)
-    };
-    consumer
-        .stream()
-        .max_messages_per_batch(concurrency)
-        .expires(expires)
-        .messages()
-        .await
-        .context("starting to consume")
-}
-
 /// Pulls messages and handles up to `--concurrency` at once until `stop`, then waits
-/// (bounded) for the ones in flight.
-///
-/// async-nats's message stream counts the messages its pull requests still owe, and
-/// sends the next request when that count runs low. A message that arrives between a
-/// request's publication and its being counted is lost from the count (it saturates at
-/// zero) and the stream then waits for messages the server already sent, with no pull
-/// outstanding, until its own timer at the request's expiry + 5 s. Seen here as rounds of
-/// the throughput bench taking 36 s with the default 30 s expiry; with [`PULL_EXPIRES`]
-/// such a stall lasts at most 10 s. (Opening the stream afresh on a missed heartbeat
-/// would bound it further, but a message on its way to the dropped stream on its last
-/// allowed delivery would then be lost, so that is left to async-nats.)
+/// (bounded) for the ones in flight. Each pull request asks for at most `concurrency`
+/// messages, so that no more are fetched than can be worked on (prefetched messages
+/// wait unacked); see [`nats::pull`] for why the pulling is our own.
 async fn consume(
-    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    js: &jetstream::Context,
+    client: &async_nats::Client,
+    consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     pipeline: Arc<Pipeline>,
     args: &RunArgs,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let concurrency = args.concurrency as usize;
-    let mut messages = pull(&consumer, concurrency).await?;
+    let settings = PullSettings {
+        batch: concurrency,
+        expires: PULL_EXPIRES,
+    };
+    let mut messages = Puller::new(js.clone(), client.clone(), consumer, settings)
+        .await
+        .context("starting to consume")?;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     loop {
@@ -234,7 +213,7 @@ async fn consume(
             next = messages.next() => next,
         };
         match next {
-            Some(Ok(msg)) => {
+            Ok(msg) => {
                 let pipeline = pipeline.clone();
                 // Boxed: the handler's future is some kilobytes, and spawning moves it
                 // by value through several layers before it reaches its task cell (and
@@ -244,12 +223,15 @@ async fn consume(
                     drop(permit);
                 }));
             }
-            Some(Err(e)) => {
-                // Missed heartbeats and the like while NATS is away; the stream recovers.
-                tracing::warn!(error = %e, "consumer stream error");
+            Err(e) if e.is_final() => {
+                return Err(e).context("the consumer's message stream ended");
+            }
+            Err(e) => {
+                // JetStream away for a moment (restarting, electing a leader).
+                drop(permit);
+                tracing::warn!(error = %e, "pulling from the consumer");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            None => anyhow::bail!("the consumer's message stream ended"),
         }
         while let Some(ended) = tasks.try_join_next() {
             shutdown::log_task_end("message handler", ended);
@@ -262,8 +244,8 @@ async fn consume(
     // handled here, within the shutdown timeout, like the ones in flight.
     let mut handed_back = 0;
     for _ in 0..concurrency {
-        match tokio::time::timeout(HAND_BACK_WAIT, messages.next()).await {
-            Ok(Some(Ok(msg))) => {
+        match messages.next_pulled(HAND_BACK_WAIT).await {
+            Some(msg) => {
                 let delivered = msg.info().map_or(1, |i| i.delivered);
                 if pipeline.delivery.is_last(delivered) {
                     let pipeline = pipeline.clone();
@@ -272,7 +254,7 @@ async fn consume(
                     handed_back += 1;
                 }
             }
-            _ => break,
+            None => break,
         }
     }
     drop(messages);

@@ -18,6 +18,7 @@ pub use pattern::{PathPattern, PatternError};
 use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::hash::Hash;
+use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -261,6 +262,19 @@ impl SourceConfig {
     /// Some(extracted fields, in extract_fields order) when the whole path matches; None otherwise.
     /// No pattern: matches every path, no fields.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
+        let fields = self.match_fields(path)?;
+        Some(
+            fields
+                .into_iter()
+                .map(|(i, range)| (self.extract_fields[i].as_str(), &path[range]))
+                .collect(),
+        )
+    }
+
+    /// [`Self::match_path`] as positions: each extracted field as its index in
+    /// `extract_fields` and its value's byte range in `path`. What the router keeps for
+    /// the winner, which owns no copy of the values (nor of the names).
+    pub fn match_fields(&self, path: &str) -> Option<Vec<(usize, Range<usize>)>> {
         let Some(pattern) = &self.pattern else {
             return Some(Vec::new());
         };
@@ -269,9 +283,10 @@ impl SourceConfig {
         Some(
             self.extract_fields
                 .iter()
-                .filter_map(|field| {
+                .enumerate()
+                .filter_map(|(f, field)| {
                     let i = captures.iter().position(|c| c == field)?;
-                    Some((field.as_str(), values[i]))
+                    Some((f, within(path, values[i])))
                 })
                 .collect(),
         )
@@ -281,6 +296,19 @@ impl SourceConfig {
     pub fn order(a: &SourceConfig, b: &SourceConfig) -> Ordering {
         b.priority.cmp(&a.priority).then_with(|| a.id.cmp(&b.id))
     }
+}
+
+/// Where `value`, a slice of `path` (or empty), lies in it.
+fn within(path: &str, value: &str) -> Range<usize> {
+    if value.is_empty() {
+        return 0..0;
+    }
+    let start = (value.as_ptr() as usize).wrapping_sub(path.as_ptr() as usize);
+    debug_assert!(
+        start + value.len() <= path.len(),
+        "a capture outside its path"
+    );
+    start..start + value.len()
 }
 
 fn default_true() -> bool {

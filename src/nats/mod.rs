@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod consumer;
 pub mod publisher;
+pub mod pull;
 pub mod streams;
 
 use std::time::Duration;

@@ -281,10 +281,12 @@ mod envelope_reference {
                 event_time: options[3].clone(),
             };
             let raw_json = RawJson::parse(raw).unwrap();
+            let fields: Vec<(&str, &str)> =
+                metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let envelope = Envelope {
                 source_id: &source_id,
                 config_version,
-                metadata: &metadata,
+                metadata: &fields,
                 event: &event,
                 raw: &raw_json,
             };

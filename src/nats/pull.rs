@@ -1,0 +1,250 @@
+//! Pulling messages from the durable consumer: pull requests sent on an inbox of our
+//! own, with an exact count of the messages they still owe.
+//!
+//! Not async-nats's message stream: its count is raised by a separate task once a pull
+//! request has been sent, so a message of that request can arrive first, finds the
+//! count at zero and is not subtracted. The stream then believes a message is owed
+//! that never comes and waits, with no request outstanding, until its own timer at
+//! the request's expiry + 5 s. At concurrency 1 that happened on many requests, and
+//! more often the busier the runtime's workers were. Here the count is raised before
+//! the request is sent, in the same task that lowers it.
+//!
+//! What the server says on the inbox: a message (one less owed); an idle heartbeat (the
+//! request still waits); a request that ended (expired, or refused) with
+//! `Nats-Pending-Messages`, what it will no longer deliver. A deleted consumer, or a
+//! request the consumer refuses by its settings, is final: the same request would only
+//! be refused again. Silence for two heartbeats while connected means the requests are
+//! gone (a restarted server, a lost connection): they are sent afresh. Nothing is lost
+//! either way, since the subscription stays: a message of a forgotten request still
+//! arrives, and one that never arrives is redelivered after `ack_wait`.
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// Why no message could be pulled.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The consumer no longer exists.
+    #[error("the consumer was deleted")]
+    ConsumerDeleted,
+    /// The consumer refuses our pull requests by its settings (push based, a smaller
+    /// `max_batch` or `max_expires`): every later request would be refused too.
+    #[error("the consumer refused the pull request: {0}")]
+    Refused(String),
+    /// JetStream did not answer (restarting, electing a leader): try again.
+    #[error("JetStream did not answer the pull request (no responders)")]
+    NoResponders,
+    #[error("sending a pull request")]
+    Request(#[source] async_nats::PublishError),
+    #[error("subscribing to the pull inbox")]
+    Subscribe(#[source] async_nats::SubscribeError),
+    /// The client closed the subscription (the connection was closed for good).
+    #[error("the pull inbox subscription ended")]
+    Closed,
+}
+
+impl PullError {
+    /// Whether pulling can never work again (the caller stops rather than retrying).
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            PullError::ConsumerDeleted | PullError::Refused(_) | PullError::Closed
+        )
+    }
+}
+
+/// How to pull.
+#[derive(Debug, Clone, Copy)]
+pub struct PullSettings {
+    /// Messages one request asks for at most; the puller keeps no more than this many
+    /// owed at once.
+    pub batch: usize,
+    /// How long a request waits on the server for messages.
+    pub expires: Duration,
+}
+
+/// Messages of a pull consumer, pulled as they are taken.
+pub struct Puller {
+    client: Client,
+    js: jetstream::Context,
+    inbox: async_nats::Subject,
+    subscriber: Subscriber,
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
+    next_subject: async_nats::Subject,
+    batch: usize,
+    expires: Duration,
+    heartbeat: Duration,
+    /// Messages that the requests sent may still deliver (some may be in the inbox).
+    owed: usize,
+}
+
+impl Puller {
+    /// Subscribes to an inbox for `consumer`'s messages. `settings` are clamped to what
+    /// the consumer allows (`max_batch`, `max_expires`), so no request is refused for
+    /// them. `js` is the context the messages' acks go through.
+    pub async fn new(
+        js: jetstream::Context,
+        client: Client,
+        consumer: &jetstream::consumer::Consumer<pull::Config>,
+        settings: PullSettings,
+    ) -> Result<Self, PullError> {
+        let info = consumer.cached_info();
+        let mut batch = settings.batch.max(1);
+        if let Ok(max) = usize::try_from(info.config.max_batch) {
+            if max > 0 {
+                batch = batch.min(max);
+            }
+        }
+        let max_expires = info.config.max_expires;
+        let expires = if max_expires.is_zero() {
+            settings.expires
+        } else {
+            settings.expires.min(max_expires)
+        };
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let subscriber = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(PullError::Subscribe)?;
+        Ok(Puller {
+            next_subject: format!(
+                "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+                info.stream_name, info.name
+            )
+            .into(),
+            client,
+            js,
+            inbox,
+            subscriber,
+            batch,
+            expires,
+            heartbeat: heartbeat_for(expires),
+            owed: 0,
+        })
+    }
+
+    /// The next message, pulling more when fewer than half a batch are owed.
+    /// Cancel-safe: dropping the future loses no message.
+    pub async fn next(&mut self) -> Result<jetstream::Message, PullError> {
+        loop {
+            if self.owed <= self.batch / 2 {
+                self.request(self.batch - self.owed).await?;
+            }
+            if let Some(msg) = self.receive().await? {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// A message already pulled, if one arrives within `wait`; sends no request. For
+    /// shutdown: what was pulled but not yet taken can be handed back.
+    pub async fn next_pulled(&mut self, wait: Duration) -> Option<jetstream::Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.receive()).await {
+                Ok(Ok(Some(msg))) => return Some(msg),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Asks for `n` more messages. The count goes up first, so that no message of this
+    /// request can arrive before it is counted.
+    async fn request(&mut self, n: usize) -> Result<(), PullError> {
+        let body = format!(
+            r#"{{"batch":{n},"expires":{},"idle_heartbeat":{}}}"#,
+            self.expires.as_nanos(),
+            self.heartbeat.as_nanos()
+        );
+        self.owed += n;
+        self.client
+            .publish_with_reply(
+                self.next_subject.clone(),
+                self.inbox.clone(),
+                Bytes::from(body),
+            )
+            .await
+            .map_err(PullError::Request)
+    }
+
+    /// What comes next on the inbox: Some(message), or None after a status was
+    /// accounted for (or silence taken as the requests being gone).
+    async fn receive(&mut self) -> Result<Option<jetstream::Message>, PullError> {
+        let next = tokio::time::timeout(2 * self.heartbeat, self.subscriber.next()).await;
+        let msg = match next {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Err(PullError::Closed),
+            Err(_silence) => {
+                // While disconnected the requests may yet be served after the
+                // reconnection; only a connected silence means they are gone.
+                if self.client.connection_state() == State::Connected && self.owed > 0 {
+                    tracing::debug!(
+                        owed = self.owed,
+                        "no message or heartbeat from the pull requests; sending afresh"
+                    );
+                    self.owed = 0;
+                }
+                return Ok(None);
+            }
+        };
+        // By number: async-nats names no constant for 400 Bad Request.
+        let status = msg.status.map_or(200, |s| s.as_u16());
+        match status {
+            200 => {
+                self.owed = self.owed.saturating_sub(1);
+                Ok(Some(jetstream::Message {
+                    message: msg,
+                    context: self.js.clone(),
+                }))
+            }
+            100 => Ok(None),
+            503 => {
+                // The request reached no one: nothing of it is owed.
+                self.owed = 0;
+                Err(PullError::NoResponders)
+            }
+            // 408 expired, 409 ended by the server, 404 nothing to deliver, 400 refused.
+            400 | 404 | 408 | 409 => {
+                let description = msg.description.as_deref().unwrap_or_default();
+                if description.eq_ignore_ascii_case("consumer deleted") {
+                    return Err(PullError::ConsumerDeleted);
+                }
+                if description.eq_ignore_ascii_case("consumer is push based")
+                    || description.starts_with("Exceeded MaxRequest")
+                    || status == 400
+                {
+                    return Err(PullError::Refused(description.to_owned()));
+                }
+                // A request that ended: what it will no longer deliver (all of it when
+                // the server does not say).
+                let undelivered = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pending-Messages"))
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(self.batch);
+                self.owed = self.owed.saturating_sub(undelivered);
+                Ok(None)
+            }
+            _ => {
+                tracing::debug!(%status, description = ?msg.description, "unexpected status on the pull inbox");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The idle heartbeat asked for: a quarter of the expiry (lost requests are noticed after
+/// two), at least 100 ms and at most 5 s, and never more than half the expiry, which the
+/// server would refuse.
+fn heartbeat_for(expires: Duration) -> Duration {
+    (expires / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5))
+        .min(expires / 2)
+}

@@ -1,0 +1,176 @@
+//! The puller (`src/nats/pull.rs`) against a real nats-server: one message at a time,
+//! a restarted server, a deleted consumer.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use blob_router::nats::pull::{PullError, PullSettings, Puller};
+
+use crate::support::{eventually, NatsServer};
+
+/// Longer than any wait below: a request that is lost from the count shows as a wait
+/// for its expiry, not as a slow test.
+const LONG_EXPIRY: Duration = Duration::from_secs(60);
+
+/// A stream `IN` on `in.>` and a durable pull consumer `c` on it.
+async fn setup(js: &jetstream::Context) -> jetstream::consumer::Consumer<pull::Config> {
+    let stream = js
+        .create_stream(stream::Config {
+            name: "IN".into(),
+            subjects: vec!["in.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("c".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn puller(js: &jetstream::Context, batch: usize) -> Puller {
+    let consumer = setup(js).await;
+    let settings = PullSettings {
+        batch,
+        expires: LONG_EXPIRY,
+    };
+    Puller::new(js.clone(), js.client(), &consumer, settings)
+        .await
+        .unwrap()
+}
+
+/// Publishes `in.<n>` and waits for its PubAck.
+async fn publish(js: &jetstream::Context, n: usize) {
+    js.publish(format!("in.{n}"), format!("{n}").into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// async-nats's stream, asked for one message at a time, lost count of the requests it
+/// had sent and waited for their expiry: with this test's shape (a backlog, taken on a
+/// runtime worker, each message acked by a task of its own, as the worker does) it
+/// stalled within a few hundred messages. Every message must come without such a wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_at_a_time_each_arrives_without_waiting_for_an_expiry() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let mut messages = puller(&js, 1).await;
+    for n in 0..2000 {
+        publish(&js, n).await;
+    }
+    tokio::spawn(async move {
+        for n in 0..2000 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("message {n} did not arrive (a request lost from the count?)")
+                })
+                .unwrap();
+            assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+            tokio::spawn(async move { msg.ack().await.unwrap() })
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A batch bigger than the backlog, taken while more is published: every message
+/// arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_deliver_every_message_once_in_order() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let mut messages = puller(&js, 16).await;
+    for n in 0..10 {
+        publish(&js, n).await;
+    }
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            for n in 10..500 {
+                publish(&js, n).await;
+            }
+        })
+    };
+    for n in 0..500 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {n} did not arrive"))
+            .unwrap();
+        assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+        msg.ack().await.unwrap();
+    }
+    publisher.await.unwrap();
+}
+
+/// A server that restarts forgets the waiting requests; the puller notices the silence
+/// (no heartbeat) and asks again, on the same subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_pulling_resumes() {
+    let mut nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let consumer = setup(&js).await;
+    let settings = PullSettings {
+        batch: 4,
+        expires: Duration::from_secs(4),
+    };
+    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings)
+        .await
+        .unwrap();
+    publish(&js, 0).await;
+    messages.next().await.unwrap().ack().await.unwrap();
+    nats.restart();
+    // Published once the client is back (the publish waits for its PubAck).
+    eventually(
+        "publishing after the restart",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            async move {
+                let ack = js.publish("in.1", "1".into()).await.ok()?;
+                ack.await.ok()
+            }
+        },
+    )
+    .await;
+    let msg = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        .await
+        .expect("the message published after the restart arrives")
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), "in.1");
+}
+
+/// A deleted consumer ends pulling with an error the caller stops on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_a_final_error() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let mut messages = puller(&js, 8).await;
+    let waiting = tokio::spawn(async move { messages.next().await.map(|_| ()) });
+    // Deleted once the first request waits on the server.
+    eventually("a waiting pull request", Duration::from_secs(10), || {
+        let js = js.clone();
+        async move {
+            let mut consumer: jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream("c", "IN").await.ok()?;
+            (consumer.info().await.ok()?.num_waiting > 0).then_some(())
+        }
+    })
+    .await;
+    js.delete_consumer_from_stream("c", "IN").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("next() ends when the consumer is deleted")
+        .unwrap();
+    let err = ended.expect_err("no message: the consumer is gone");
+    assert!(matches!(err, PullError::ConsumerDeleted), "{err}");
+    assert!(err.is_final());
+}
