@@ -39,6 +39,10 @@ pub enum PullError {
     /// JetStream did not answer (restarting, electing a leader): try again.
     #[error("JetStream did not answer the pull request (no responders)")]
     NoResponders,
+    /// The consumer already has as many waiting requests as it takes (`max_waiting`,
+    /// shared by all replicas): try again a little later.
+    #[error("the consumer has as many waiting pull requests as it takes (max_waiting)")]
+    TooManyWaiting,
     #[error("sending a pull request")]
     Request(#[source] async_nats::PublishError),
     #[error("subscribing to the pull inbox")]
@@ -81,6 +85,8 @@ pub struct Puller {
     heartbeat: Duration,
     /// Messages that the requests sent may still deliver (some may be in the inbox).
     owed: usize,
+    /// The size of the last request sent: what a refusal of it takes off `owed`.
+    last_request: usize,
 }
 
 impl Puller {
@@ -125,6 +131,7 @@ impl Puller {
             expires,
             heartbeat: heartbeat_for(expires),
             owed: 0,
+            last_request: 0,
         })
     }
 
@@ -163,14 +170,20 @@ impl Puller {
             self.heartbeat.as_nanos()
         );
         self.owed += n;
-        self.client
+        self.last_request = n;
+        let sent = self
+            .client
             .publish_with_reply(
                 self.next_subject.clone(),
                 self.inbox.clone(),
                 Bytes::from(body),
             )
-            .await
-            .map_err(PullError::Request)
+            .await;
+        if let Err(e) = sent {
+            self.owed -= n;
+            return Err(PullError::Request(e));
+        }
+        Ok(())
     }
 
     /// What comes next on the inbox: Some(message), or None after a status was
@@ -220,6 +233,11 @@ impl Puller {
                     || status == 400
                 {
                     return Err(PullError::Refused(description.to_owned()));
+                }
+                if description.starts_with("Exceeded MaxWaiting") {
+                    // The request just sent was never registered: it owes nothing.
+                    self.owed = self.owed.saturating_sub(self.last_request);
+                    return Err(PullError::TooManyWaiting);
                 }
                 // A request that ended: what it will no longer deliver (all of it when
                 // the server does not say).

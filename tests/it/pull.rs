@@ -174,3 +174,60 @@ async fn a_deleted_consumer_is_a_final_error() {
     assert!(matches!(err, PullError::ConsumerDeleted), "{err}");
     assert!(err.is_final());
 }
+
+/// A consumer that takes fewer waiting requests than the puller sends says so; the
+/// error is not final, and the request already waiting still delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_waiting_queue_is_a_passing_error() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: "IN".into(),
+            subjects: vec!["in.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("c".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_waiting: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let settings = PullSettings {
+        batch: 2,
+        expires: LONG_EXPIRY,
+    };
+    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings)
+        .await
+        .unwrap();
+    publish(&js, 0).await;
+    // The first request (2 messages) delivers one and keeps waiting for the other; one
+    // owed is half the batch, so a second request goes out and finds the queue full.
+    messages.next().await.unwrap().ack().await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("the full queue is reported")
+        .expect_err("no message was published");
+    assert!(matches!(err, PullError::TooManyWaiting), "{err}");
+    assert!(!err.is_final());
+    publish(&js, 1).await;
+    // Each later call asks again (one message owed is half the batch) and may be
+    // refused again until the waiting request's message is in.
+    let msg = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match messages.next().await {
+                Ok(msg) => break msg,
+                Err(PullError::TooManyWaiting) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the waiting request delivers");
+    assert_eq!(msg.subject.as_str(), "in.1");
+}
