@@ -202,7 +202,7 @@ async fn forward(
         batch: concurrency,
         expires: Duration::from_secs(5),
     };
-    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings).await?;
+    let mut messages = Puller::new(js.clone(), &consumer, settings).await?;
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
     let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));

@@ -29,24 +29,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The command runs as a task on the runtime's workers, not on this thread: what it
-    // spawns (a task per message in `run`) then goes to a worker's own queue instead of
-    // the runtime's shared one, with no thread to wake for it.
-    let command = runtime.spawn(async move {
-        match cli.command {
-            Command::Run(args) => commands::run::main(args).await,
-            Command::Check(args) => commands::check::main(args).await,
-            Command::Configs(args) => commands::configs::main(args).await,
-            Command::Replay(args) => commands::replay::main(args).await,
-            Command::Loadgen(args) => commands::loadgen::main(args).await,
-        }
-    });
-    match runtime.block_on(command) {
-        Ok(code) => code,
-        Err(e) => {
-            // A panic was logged where it happened (shutdown::log_panics).
-            eprintln!("error: the command ended abnormally: {e}");
-            ExitCode::FAILURE
-        }
+    match cli.command {
+        // `run` runs as a task on the runtime's workers, not on this thread: the task it
+        // spawns per message then goes to a worker's own queue instead of the runtime's
+        // shared one, with no thread to wake for it. The other commands stay on this
+        // thread: `replay` and `loadgen` read with async-nats's pull stream, whose count
+        // race that placement makes frequent (see `nats::pull`).
+        Command::Run(args) => match runtime.block_on(runtime.spawn(commands::run::main(args))) {
+            Ok(code) => code,
+            Err(e) => {
+                // A panic was logged where it happened (shutdown::log_panics).
+                eprintln!("error: the command ended abnormally: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Check(args) => runtime.block_on(commands::check::main(args)),
+        Command::Configs(args) => runtime.block_on(commands::configs::main(args)),
+        Command::Replay(args) => runtime.block_on(commands::replay::main(args)),
+        Command::Loadgen(args) => runtime.block_on(commands::loadgen::main(args)),
     }
 }

@@ -154,7 +154,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         });
         ready.store(true, Relaxed);
         tracing::info!(stream = %args.nats.input_stream, consumer = %args.nats.consumer, "ready; consuming");
-        consume(&js, &client, &consumer, pipeline, &args, &stop).await?;
+        consume(&js, &consumer, pipeline, &args, &stop).await?;
         ready.store(false, Relaxed);
         maintainer_abort.abort();
         let died = maintainer_died.await.unwrap_or(false);
@@ -187,7 +187,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// wait unacked); see [`nats::pull`] for why the pulling is our own.
 async fn consume(
     js: &jetstream::Context,
-    client: &async_nats::Client,
     consumer: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     pipeline: Arc<Pipeline>,
     args: &RunArgs,
@@ -198,11 +197,13 @@ async fn consume(
         batch: concurrency,
         expires: PULL_EXPIRES,
     };
-    let mut messages = Puller::new(js.clone(), client.clone(), consumer, settings)
+    let mut messages = Puller::new(js.clone(), consumer, settings)
         .await
         .context("starting to consume")?;
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
+    // A final pulling error ends the loop like a stop: what is in flight still finishes.
+    let mut ended = None;
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
@@ -224,13 +225,17 @@ async fn consume(
                 }));
             }
             Err(e) if e.is_final() => {
-                return Err(e).context("the consumer's message stream ended");
+                ended = Some(e);
+                break;
             }
             Err(e) => {
                 // JetStream away for a moment (restarting, electing a leader).
                 drop(permit);
                 tracing::warn!(error = %e, "pulling from the consumer");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
             }
         }
         while let Some(ended) = tasks.try_join_next() {
@@ -238,26 +243,22 @@ async fn consume(
         }
     }
     // Hand back what was prefetched but never started, so another replica can take it
-    // now rather than after ack_wait. At most one batch is buffered; asking for more
-    // would pull (and nak) the backlog in a loop. A message on its last delivery is not
-    // handed back (the server would not deliver it again: it would be lost); it is
-    // handled here, within the shutdown timeout, like the ones in flight.
+    // after one pull expiry rather than after ack_wait. Not at once: until they expire,
+    // this worker's requests could be handed the messages again, with no one left to
+    // take them (see `Puller::stop`). A message on its last delivery is not handed back
+    // (the server would not deliver it again: it would be lost); it is handled here,
+    // within the shutdown timeout, like the ones in flight.
     let mut handed_back = 0;
-    for _ in 0..concurrency {
-        match messages.next_pulled(HAND_BACK_WAIT).await {
-            Some(msg) => {
-                let delivered = msg.info().map_or(1, |i| i.delivered);
-                if pipeline.delivery.is_last(delivered) {
-                    let pipeline = pipeline.clone();
-                    tasks.spawn(async move { pipeline.handle(msg).await });
-                } else if msg.ack_with(AckKind::Nak(None)).await.is_ok() {
-                    handed_back += 1;
-                }
-            }
-            None => break,
+    let expiry = messages.expires();
+    for msg in messages.stop(HAND_BACK_WAIT).await {
+        let delivered = msg.info().map_or(1, |i| i.delivered);
+        if pipeline.delivery.is_last(delivered) {
+            let pipeline = pipeline.clone();
+            tasks.spawn(async move { pipeline.handle(msg).await });
+        } else if msg.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
+            handed_back += 1;
         }
     }
-    drop(messages);
     let in_flight = tasks.len();
     tracing::info!(handed_back, "returned prefetched messages");
     tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
@@ -274,5 +275,8 @@ async fn consume(
         );
         tasks.abort_all();
     }
-    Ok(())
+    match ended {
+        Some(e) => Err(e).context("the consumer's message stream ended"),
+        None => Ok(()),
+    }
 }

@@ -6,20 +6,24 @@
 //! count at zero and is not subtracted. The stream then believes a message is owed
 //! that never comes and waits, with no request outstanding, until its own timer at
 //! the request's expiry + 5 s. At concurrency 1 that happened on many requests, and
-//! more often the busier the runtime's workers were. Here the count is raised before
-//! the request is sent, in the same task that lowers it.
+//! more often the busier the runtime's workers were. Here the count is raised as soon
+//! as the request is sent, in the task that lowers it, with no await in between: no
+//! message can be taken before its request is counted.
 //!
 //! What the server says on the inbox: a message (one less owed); an idle heartbeat (the
 //! request still waits); a request that ended (expired, or refused) with
 //! `Nats-Pending-Messages`, what it will no longer deliver. A deleted consumer, or a
 //! request the consumer refuses by its settings, is final: the same request would only
 //! be refused again. Silence for two heartbeats while connected means the requests are
-//! gone (a restarted server, a lost connection): they are sent afresh. Nothing is lost
-//! either way, since the subscription stays: a message of a forgotten request still
-//! arrives, and one that never arrives is redelivered after `ack_wait`.
+//! gone (a restarted server, a lost connection): they are sent afresh. While pulling,
+//! nothing is lost either way, since the subscription stays: a message of a forgotten
+//! request still arrives, and one that never arrives is redelivered after `ack_wait`.
+//! [`Puller::stop`] unsubscribes first and then collects what is still on its way, so
+//! the caller can hand it back.
 
 use std::time::Duration;
 
+use async_nats::client::PublishErrorKind;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, consumer::pull};
 use async_nats::{Client, Subscriber};
@@ -43,13 +47,16 @@ pub enum PullError {
     /// shared by all replicas): try again a little later.
     #[error("the consumer has as many waiting pull requests as it takes (max_waiting)")]
     TooManyWaiting,
+    /// A request could not be handed to the client (a subject or size it refuses).
     #[error("sending a pull request")]
     Request(#[source] async_nats::PublishError),
+    /// The inbox could not be subscribed to.
     #[error("subscribing to the pull inbox")]
     Subscribe(#[source] async_nats::SubscribeError),
-    /// The client closed the subscription (the connection was closed for good).
-    #[error("the pull inbox subscription ended")]
-    Closed,
+    /// The client is closed for good: its subscription ended, or it takes no more
+    /// requests.
+    #[error("the NATS client is closed")]
+    Closed(#[source] Option<async_nats::PublishError>),
 }
 
 impl PullError {
@@ -57,7 +64,7 @@ impl PullError {
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            PullError::ConsumerDeleted | PullError::Refused(_) | PullError::Closed
+            PullError::ConsumerDeleted | PullError::Refused(_) | PullError::Closed(_)
         )
     }
 }
@@ -68,7 +75,8 @@ pub struct PullSettings {
     /// Messages one request asks for at most; the puller keeps no more than this many
     /// owed at once.
     pub batch: usize,
-    /// How long a request waits on the server for messages.
+    /// How long a request waits on the server for messages; zero is taken as 30 s (a
+    /// request that never expires could not be told from a lost one).
     pub expires: Duration,
 }
 
@@ -95,10 +103,10 @@ impl Puller {
     /// them. `js` is the context the messages' acks go through.
     pub async fn new(
         js: jetstream::Context,
-        client: Client,
         consumer: &jetstream::consumer::Consumer<pull::Config>,
         settings: PullSettings,
     ) -> Result<Self, PullError> {
+        let client = js.client();
         let info = consumer.cached_info();
         let mut batch = settings.batch.max(1);
         if let Ok(max) = usize::try_from(info.config.max_batch) {
@@ -107,11 +115,14 @@ impl Puller {
             }
         }
         let max_expires = info.config.max_expires;
-        let expires = if max_expires.is_zero() {
-            settings.expires
+        let mut expires = if settings.expires.is_zero() {
+            DEFAULT_EXPIRES
         } else {
-            settings.expires.min(max_expires)
+            settings.expires
         };
+        if !max_expires.is_zero() {
+            expires = expires.min(max_expires);
+        }
         let inbox = async_nats::Subject::from(client.new_inbox());
         let subscriber = client
             .subscribe(inbox.clone())
@@ -135,8 +146,8 @@ impl Puller {
         })
     }
 
-    /// The next message, pulling more when fewer than half a batch are owed.
-    /// Cancel-safe: dropping the future loses no message.
+    /// The next message, pulling more when at most half a batch is owed.
+    /// Cancel-safe: dropping the future loses no message and miscounts nothing.
     pub async fn next(&mut self) -> Result<jetstream::Message, PullError> {
         loop {
             if self.owed <= self.batch / 2 {
@@ -148,29 +159,42 @@ impl Puller {
         }
     }
 
-    /// A message already pulled, if one arrives within `wait`; sends no request. For
-    /// shutdown: what was pulled but not yet taken can be handed back.
-    pub async fn next_pulled(&mut self, wait: Duration) -> Option<jetstream::Message> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.receive()).await {
-                Ok(Ok(Some(msg))) => return Some(msg),
-                Ok(Ok(None)) => {}
-                Ok(Err(_)) | Err(_) => return None,
-            }
-        }
+    /// How long a request waits on the server (the settings' expiry, clamped).
+    pub fn expires(&self) -> Duration {
+        self.expires
     }
 
-    /// Asks for `n` more messages. The count goes up first, so that no message of this
-    /// request can arrive before it is counted.
+    /// Ends pulling and returns the messages pulled but not taken: unsubscribes, then
+    /// collects what the server sent before it heard of that, waiting at most `wait`
+    /// for each. The requests still waiting on the server outlive the subscription until
+    /// they expire, and nats-server 2.9 may still hand them a message meanwhile (to no
+    /// one: it comes back after `ack_wait`). A caller handing messages back should nak
+    /// them with a delay of [`Self::expires`], after which those requests are gone.
+    pub async fn stop(mut self, wait: Duration) -> Vec<jetstream::Message> {
+        let mut pulled = Vec::new();
+        if self.subscriber.drain().await.is_err() {
+            return pulled;
+        }
+        while let Ok(Some(msg)) = tokio::time::timeout(wait, self.subscriber.next()).await {
+            if msg.status.is_none_or(|s| s.as_u16() == 200) {
+                pulled.push(jetstream::Message {
+                    message: msg,
+                    context: self.js.clone(),
+                });
+            }
+        }
+        pulled
+    }
+
+    /// Asks for `n` more messages, and counts them once the client has the request: no
+    /// message can be taken in between (this task takes them), and a request that was
+    /// never handed over (a cancelled send) is not counted.
     async fn request(&mut self, n: usize) -> Result<(), PullError> {
         let body = format!(
             r#"{{"batch":{n},"expires":{},"idle_heartbeat":{}}}"#,
             self.expires.as_nanos(),
             self.heartbeat.as_nanos()
         );
-        self.owed += n;
-        self.last_request = n;
         let sent = self
             .client
             .publish_with_reply(
@@ -179,20 +203,25 @@ impl Puller {
                 Bytes::from(body),
             )
             .await;
-        if let Err(e) = sent {
-            self.owed -= n;
-            return Err(PullError::Request(e));
+        match sent {
+            Ok(()) => {
+                self.owed += n;
+                self.last_request = n;
+                Ok(())
+            }
+            Err(e) if e.kind() == PublishErrorKind::Send => Err(PullError::Closed(Some(e))),
+            Err(e) => Err(PullError::Request(e)),
         }
-        Ok(())
     }
 
     /// What comes next on the inbox: Some(message), or None after a status was
     /// accounted for (or silence taken as the requests being gone).
     async fn receive(&mut self) -> Result<Option<jetstream::Message>, PullError> {
-        let next = tokio::time::timeout(2 * self.heartbeat, self.subscriber.next()).await;
+        let silence = (2 * self.heartbeat).max(MIN_SILENCE);
+        let next = tokio::time::timeout(silence, self.subscriber.next()).await;
         let msg = match next {
             Ok(Some(msg)) => msg,
-            Ok(None) => return Err(PullError::Closed),
+            Ok(None) => return Err(PullError::Closed(None)),
             Err(_silence) => {
                 // While disconnected the requests may yet be served after the
                 // reconnection; only a connected silence means they are gone.
@@ -235,7 +264,10 @@ impl Puller {
                     return Err(PullError::Refused(description.to_owned()));
                 }
                 if description.starts_with("Exceeded MaxWaiting") {
-                    // The request just sent was never registered: it owes nothing.
+                    // The refused request owes nothing. Taken to be the last one sent:
+                    // one goes out only when half a batch or less is owed, so there is
+                    // rarely another; if there was, the count is off until requests
+                    // expire (too low: a little more prefetched; too high: a wait).
                     self.owed = self.owed.saturating_sub(self.last_request);
                     return Err(PullError::TooManyWaiting);
                 }
@@ -257,6 +289,13 @@ impl Puller {
         }
     }
 }
+
+/// The expiry of a request when none is given.
+const DEFAULT_EXPIRES: Duration = Duration::from_secs(30);
+
+/// Silence shorter than this is never taken for lost requests (a consumer whose
+/// `max_expires` is tiny asks for tiny heartbeats).
+const MIN_SILENCE: Duration = Duration::from_secs(1);
 
 /// The idle heartbeat asked for: a quarter of the expiry (lost requests are noticed after
 /// two), at least 100 ms and at most 5 s, and never more than half the expiry, which the

@@ -38,9 +38,7 @@ async fn puller(js: &jetstream::Context, batch: usize) -> Puller {
         batch,
         expires: LONG_EXPIRY,
     };
-    Puller::new(js.clone(), js.client(), &consumer, settings)
-        .await
-        .unwrap()
+    Puller::new(js.clone(), &consumer, settings).await.unwrap()
 }
 
 /// Publishes `in.<n>` and waits for its PubAck.
@@ -55,7 +53,7 @@ async fn publish(js: &jetstream::Context, n: usize) {
 /// async-nats's stream, asked for one message at a time, lost count of the requests it
 /// had sent and waited for their expiry: with this test's shape (a backlog, taken on a
 /// runtime worker, each message acked by a task of its own, as the worker does) it
-/// stalled within a few hundred messages. Every message must come without such a wait.
+/// stalled within 2,000 messages. Every message must come without such a wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_message_at_a_time_each_arrives_without_waiting_for_an_expiry() {
     let nats = NatsServer::start();
@@ -66,7 +64,9 @@ async fn one_message_at_a_time_each_arrives_without_waiting_for_an_expiry() {
     }
     tokio::spawn(async move {
         for n in 0..2000 {
-            let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            // Well below the puller's own fallback for lost requests (two missed
+            // heartbeats, 10 s at this expiry), so a miscount shows here.
+            let msg = tokio::time::timeout(Duration::from_secs(3), messages.next())
                 .await
                 .unwrap_or_else(|_| {
                     panic!("message {n} did not arrive (a request lost from the count?)")
@@ -122,11 +122,9 @@ async fn after_a_server_restart_pulling_resumes() {
         batch: 4,
         expires: Duration::from_secs(4),
     };
-    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings)
-        .await
-        .unwrap();
+    let mut messages = Puller::new(js.clone(), &consumer, settings).await.unwrap();
     publish(&js, 0).await;
-    messages.next().await.unwrap().ack().await.unwrap();
+    messages.next().await.unwrap().double_ack().await.unwrap();
     nats.restart();
     // Published once the client is back (the publish waits for its PubAck).
     eventually(
@@ -141,11 +139,77 @@ async fn after_a_server_restart_pulling_resumes() {
         },
     )
     .await;
-    let msg = tokio::time::timeout(Duration::from_secs(30), messages.next())
-        .await
-        .expect("the message published after the restart arrives")
-        .unwrap();
+    // JetStream may not answer for a moment after the restart (a passing error), and a
+    // server killed with SIGKILL may have lost in.0's ack and deliver it again.
+    let msg = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match messages.next().await {
+                Ok(msg) if msg.subject.as_str() == "in.0" => msg.ack().await.unwrap(),
+                Ok(msg) => break msg,
+                Err(e) if !e.is_final() => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the message published after the restart arrives");
     assert_eq!(msg.subject.as_str(), "in.1");
+}
+
+/// Stopping returns what was pulled and not taken; handed back with a delay of one
+/// expiry (the stopped puller's request is gone by then), it goes to the next puller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_returns_what_was_pulled_and_not_taken() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let consumer = setup(&js).await;
+    for n in 0..5 {
+        publish(&js, n).await;
+    }
+    let settings = PullSettings {
+        batch: 8,
+        expires: Duration::from_secs(2),
+    };
+    let mut messages = Puller::new(js.clone(), &consumer, settings).await.unwrap();
+    // One request for 8 is sent and delivers all 5; one is taken.
+    let first = messages.next().await.unwrap();
+    assert_eq!(first.subject.as_str(), "in.0");
+    // Once the server has sent all 5 (the other 4 may still be on their way, or in
+    // the inbox), stop collects them.
+    eventually("all five delivered", Duration::from_secs(10), || {
+        let js = js.clone();
+        async move {
+            let mut consumer: jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream("c", "IN").await.ok()?;
+            let info = consumer.info().await.ok()?;
+            (info.num_ack_pending == 5 && info.num_pending == 0).then_some(())
+        }
+    })
+    .await;
+    first.ack().await.unwrap();
+    let expiry = messages.expires();
+    let rest = messages.stop(Duration::from_secs(5)).await;
+    let subjects: Vec<&str> = rest.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["in.1", "in.2", "in.3", "in.4"]);
+    for msg in &rest {
+        msg.ack_with(jetstream::AckKind::Nak(Some(expiry)))
+            .await
+            .unwrap();
+    }
+    // They come to another puller of the same consumer after the delay, not after
+    // ack_wait (30 s), in any order (the naks are separate messages).
+    let mut next = Puller::new(js.clone(), &consumer, settings).await.unwrap();
+    let mut again = Vec::new();
+    for _ in 1..5 {
+        let msg = tokio::time::timeout(Duration::from_secs(15), next.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {again:?} were handed to the next puller"))
+            .unwrap();
+        again.push(msg.subject.to_string());
+        msg.ack().await.unwrap();
+    }
+    again.sort();
+    assert_eq!(again, ["in.1", "in.2", "in.3", "in.4"]);
 }
 
 /// A deleted consumer ends pulling with an error the caller stops on.
@@ -202,9 +266,7 @@ async fn a_full_waiting_queue_is_a_passing_error() {
         batch: 2,
         expires: LONG_EXPIRY,
     };
-    let mut messages = Puller::new(js.clone(), js.client(), &consumer, settings)
-        .await
-        .unwrap();
+    let mut messages = Puller::new(js.clone(), &consumer, settings).await.unwrap();
     publish(&js, 0).await;
     // The first request (2 messages) delivers one and keeps waiting for the other; one
     // owed is half the batch, so a second request goes out and finds the queue full.
