@@ -259,6 +259,10 @@ async fn consume(
             handed_back += 1;
         }
     }
+    // Handlers that have ended but were not yet collected are not in flight.
+    while let Some(ended) = tasks.try_join_next() {
+        shutdown::log_task_end("message handler", ended);
+    }
     let in_flight = tasks.len();
     tracing::info!(handed_back, "returned prefetched messages");
     tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
