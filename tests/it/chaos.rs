@@ -224,13 +224,18 @@ async fn source_error(worker: &Worker, what: &str) -> String {
 
 /// Waits until `n` more events were routed (from the cache) than `since`.
 async fn routing_continues(js: &async_nats::jetstream::Context, since: u64, n: u64) -> u64 {
-    eventually(
+    // The last count seen, for the message if routing does not continue.
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let seen = || last.load(std::sync::atomic::Ordering::Relaxed);
+    eventually_or(
         "routing continues from the cache",
         Duration::from_secs(30),
         || async {
             let r = count(js, "BLOB_ROUTED").await;
+            last.store(r, std::sync::atomic::Ordering::Relaxed);
             (r >= since + n).then_some(r)
         },
+        || format!("wanted {} routed, last saw {}", since + n, seen()),
     )
     .await
 }
