@@ -14,6 +14,14 @@ const LONG_EXPIRY: Duration = Duration::from_secs(60);
 
 /// A stream `IN` on `in.>` and a durable pull consumer `c` on it.
 async fn setup(js: &jetstream::Context) -> jetstream::consumer::Consumer<pull::Config> {
+    setup_with(js, pull::Config::default()).await
+}
+
+/// [`setup`], with the consumer's other settings from `config`.
+async fn setup_with(
+    js: &jetstream::Context,
+    config: pull::Config,
+) -> jetstream::consumer::Consumer<pull::Config> {
     let stream = js
         .create_stream(stream::Config {
             name: "IN".into(),
@@ -26,7 +34,7 @@ async fn setup(js: &jetstream::Context) -> jetstream::consumer::Consumer<pull::C
         .create_consumer(pull::Config {
             durable_name: Some("c".into()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ..Default::default()
+            ..config
         })
         .await
         .unwrap()
@@ -39,6 +47,16 @@ async fn puller(js: &jetstream::Context, batch: usize) -> Puller {
         expires: LONG_EXPIRY,
     };
     Puller::new(js.clone(), &consumer, settings).await.unwrap()
+}
+
+/// The next message, which must be `in.<n>` and come within `limit`.
+async fn take(messages: &mut Puller, n: usize, limit: Duration) -> jetstream::Message {
+    let msg = tokio::time::timeout(limit, messages.next())
+        .await
+        .unwrap_or_else(|_| panic!("message {n} did not arrive (a request lost from the count?)"))
+        .unwrap();
+    assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+    msg
 }
 
 /// Publishes `in.<n>` and waits for its PubAck.
@@ -66,13 +84,7 @@ async fn one_message_at_a_time_each_arrives_without_waiting_for_an_expiry() {
         for n in 0..2000 {
             // Well below the puller's own fallback for lost requests (two missed
             // heartbeats, 10 s at this expiry), so a miscount shows here.
-            let msg = tokio::time::timeout(Duration::from_secs(3), messages.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("message {n} did not arrive (a request lost from the count?)")
-                })
-                .unwrap();
-            assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+            let msg = take(&mut messages, n, Duration::from_secs(3)).await;
             tokio::spawn(async move { msg.ack().await.unwrap() })
                 .await
                 .unwrap();
@@ -101,11 +113,7 @@ async fn batches_deliver_every_message_once_in_order() {
         })
     };
     for n in 0..500 {
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .unwrap_or_else(|_| panic!("message {n} did not arrive"))
-            .unwrap();
-        assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+        let msg = take(&mut messages, n, Duration::from_secs(10)).await;
         msg.ack().await.unwrap();
     }
     publisher.await.unwrap();
@@ -245,23 +253,14 @@ async fn a_deleted_consumer_is_a_final_error() {
 async fn a_full_waiting_queue_is_a_passing_error() {
     let nats = NatsServer::start();
     let js = nats.jetstream().await;
-    let stream = js
-        .create_stream(stream::Config {
-            name: "IN".into(),
-            subjects: vec!["in.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("c".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+    let consumer = setup_with(
+        &js,
+        pull::Config {
             max_waiting: 1,
             ..Default::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let settings = PullSettings {
         batch: 2,
         expires: LONG_EXPIRY,
