@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap();
             let m = router::decide(&record.event, &index).unwrap();
             let metadata = m.metadata(&record.event.path);
-            Envelope::new(&m.config, &metadata, &record.event, &record.raw).to_bytes()
+            Envelope::new(&m.config, &metadata, &record).to_bytes()
         })
     });
     let m = router::decide(&parsed.event, &index).unwrap();

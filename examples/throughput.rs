@@ -136,9 +136,7 @@ fn envelope_padding(containers: u64) -> usize {
         ("crop", "tea"),
         ("batch_id", "batch-0"),
     ];
-    let envelope =
-        blob_router::output::Envelope::new(&config, &metadata, &record.event, &record.raw)
-            .to_bytes();
+    let envelope = blob_router::output::Envelope::new(&config, &metadata, &record).to_bytes();
     envelope.len().saturating_sub(body.len())
 }
 

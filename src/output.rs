@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::SourceConfig;
-use crate::event::{BlobEvent, EventError, RawJson};
+use crate::event::{BlobEvent, EventError, ParsedRecord, RawJson};
 
 /// Header names, on routed messages, dead letters and (`eventType`) inputs.
 pub mod headers {
@@ -133,22 +133,25 @@ pub struct Envelope<'a> {
     pub event: &'a BlobEvent,
     /// The record's JSON exactly as the input held it.
     pub raw: &'a RawJson,
+    /// No string of `event` needs escaping ([`ParsedRecord::plain`]): they are copied
+    /// without a look. `false` is always correct.
+    pub plain: bool,
 }
 
 impl<'a> Envelope<'a> {
-    /// The envelope of `event` routed by `config`, with the fields its pattern extracted.
+    /// The envelope of `record` routed by `config`, with the fields its pattern extracted.
     pub fn new(
         config: &'a SourceConfig,
         metadata: &'a [(&'a str, &'a str)],
-        event: &'a BlobEvent,
-        raw: &'a RawJson,
+        record: &'a ParsedRecord,
     ) -> Self {
         Envelope {
             source_id: &config.id,
             config_version: config.version,
             metadata,
-            event,
-            raw,
+            event: &record.event,
+            raw: &record.raw,
+            plain: record.plain,
         }
     }
 
@@ -175,27 +178,33 @@ impl<'a> Envelope<'a> {
             out.push(b':');
             json_str(&mut out, value);
         }
+        // The event's strings: copied as they are when the parse said they can be.
+        let string = if self.plain { plain_str } else { json_str };
+        let opt_string = |out: &mut Vec<u8>, s: Option<&str>| match s {
+            Some(s) => string(out, s),
+            None => out.extend_from_slice(b"null"),
+        };
         out.extend_from_slice(b"},\"event\":{\"id\":");
-        json_str(&mut out, &e.id);
+        string(&mut out, &e.id);
         // The format's names are ours, and need no escaping.
         out.extend_from_slice(b",\"format\":\"");
         out.extend_from_slice(e.format.as_str().as_bytes());
         out.extend_from_slice(b"\",\"event_type\":");
-        json_str(&mut out, &e.event_type);
+        string(&mut out, &e.event_type);
         out.extend_from_slice(b",\"account\":");
-        json_opt_str(&mut out, e.account.as_deref());
+        opt_string(&mut out, e.account.as_deref());
         out.extend_from_slice(b",\"container\":");
-        json_str(&mut out, &e.container);
+        string(&mut out, &e.container);
         out.extend_from_slice(b",\"path\":");
-        json_str(&mut out, &e.path);
+        string(&mut out, &e.path);
         out.extend_from_slice(b",\"size\":");
         json_value(&mut out, &e.size);
         out.extend_from_slice(b",\"etag\":");
-        json_opt_str(&mut out, e.etag.as_deref());
+        opt_string(&mut out, e.etag.as_deref());
         out.extend_from_slice(b",\"content_type\":");
-        json_opt_str(&mut out, e.content_type.as_deref());
+        opt_string(&mut out, e.content_type.as_deref());
         out.extend_from_slice(b",\"event_time\":");
-        json_opt_str(&mut out, e.event_time.as_deref());
+        opt_string(&mut out, e.event_time.as_deref());
         // `raw` is valid JSON already (checked by the parse that read it): as it is.
         out.extend_from_slice(b"},\"raw\":");
         out.extend_from_slice(raw.as_bytes());
@@ -210,10 +219,15 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         json_value(out, s);
     } else {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        plain_str(out, s);
     }
+}
+
+/// A JSON string known to need no escaping: copied between quotes.
+fn plain_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// Whether `s` holds a byte JSON escapes in a string: a control character (below
@@ -242,13 +256,6 @@ fn needs_escape(s: &[u8]) -> bool {
     last[..words.remainder().len()].copy_from_slice(words.remainder());
     found |= flags(u64::from_ne_bytes(last));
     found & HIGH != 0
-}
-
-fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(out, s),
-        None => out.extend_from_slice(b"null"),
-    }
 }
 
 /// Any value as serde_json writes it.

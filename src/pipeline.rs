@@ -302,13 +302,7 @@ impl Pipeline {
                 Plan::Route { m, record } => (
                     Subject::from(m.config.subject.as_str()),
                     output::routed_headers(&record.event, &m.config),
-                    Envelope::new(
-                        &m.config,
-                        &m.metadata(&record.event.path),
-                        &record.event,
-                        &record.raw,
-                    )
-                    .to_bytes(),
+                    Envelope::new(&m.config, &m.metadata(&record.event.path), record).to_bytes(),
                 ),
                 Plan::Dead(dead) => (
                     Subject::from(dead.reason.subject(&self.dlq_prefix)),

@@ -56,7 +56,7 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventFormat, RawJson};
+    use crate::event::{EventFormat, ParsedRecord, RawJson};
     use crate::output::Envelope;
     use serde_json::json;
 
@@ -157,8 +157,12 @@ mod tests {
         let ev = event("c", "deep/er/path.bin", None);
         let m = decide(&ev, &index).unwrap();
         assert!(m.metadata(&ev.path).is_empty());
-        let raw = RawJson::parse(r#"{"k":1}"#).unwrap();
-        let envelope = Envelope::new(&m.config, &m.metadata(&ev.path), &ev, &raw).to_bytes();
+        let record = ParsedRecord {
+            event: ev.clone(),
+            raw: RawJson::parse(r#"{"k":1}"#).unwrap(),
+            plain: false,
+        };
+        let envelope = Envelope::new(&m.config, &m.metadata(&ev.path), &record).to_bytes();
         let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
         assert_eq!(body["source_id"], "all");
         assert_eq!(body["config_version"], 0);

@@ -112,6 +112,16 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
         EventFormat::Gcs => e.event_type == "OBJECT_FINALIZE" && header == Some("OBJECT_FINALIZE"),
     };
     assert!(created, "not a created event: {e:?} (header {header:?})");
+    if record.plain {
+        // The envelope copies a plain record's strings without looking at them.
+        for s in [&e.id, &e.event_type, &e.container, &e.path]
+            .into_iter()
+            .chain([&e.account, &e.etag, &e.content_type, &e.event_time].into_iter().flatten())
+        {
+            let written = serde_json::to_string(s).expect("a string serializes");
+            assert_eq!(written.len(), s.len() + 2, "{s:?} is marked plain but needs escaping");
+        }
+    }
     match e.format {
         EventFormat::EventGrid | EventFormat::CloudEvents => {
             assert!(
@@ -147,7 +157,7 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
     let config = config();
     let headers = output::routed_headers(e, config);
     check_headers(&headers);
-    let envelope = Envelope::new(config, &[], e, &record.raw).to_bytes();
+    let envelope = Envelope::new(config, &[], record).to_bytes();
     let back: serde_json::Value = serde_json::from_slice(&envelope).expect("envelope is JSON");
     assert_eq!(back["event"]["path"].as_str(), Some(e.path.as_str()));
 }

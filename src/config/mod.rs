@@ -278,18 +278,18 @@ impl SourceConfig {
         let Some(pattern) = &self.pattern else {
             return Some(Vec::new());
         };
-        let values = pattern.match_path(path)?;
         let captures = pattern.captures();
-        Some(
-            self.extract_fields
-                .iter()
-                .enumerate()
-                .filter_map(|(f, field)| {
-                    let i = captures.iter().position(|c| c == field)?;
-                    Some((f, within(path, values[i])))
-                })
-                .collect(),
-        )
+        pattern.match_with(path, |values| {
+            let mut fields = Vec::with_capacity(self.extract_fields.len());
+            for (f, field) in self.extract_fields.iter().enumerate() {
+                // Every extract field names a capture (checked when the config was
+                // built); mostly the first one looked at.
+                if let Some(i) = captures.iter().position(|c| c == field) {
+                    fields.push((f, within(path, values[i])));
+                }
+            }
+            fields
+        })
     }
 
     /// Candidate order within a container: priority descending, then id ascending.

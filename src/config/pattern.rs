@@ -32,7 +32,13 @@ pub struct PathPattern {
     source: String,
     segments: Box<[Segment]>,
     captures: Vec<String>,
+    /// No `**`: the pattern's segments meet the path's one for one, so one pass decides
+    /// a match and finds its captures ([`capture_straight`]).
+    straight: bool,
 }
+
+/// Captured values of one match are kept on the stack up to this many captures.
+const STACK_CAPTURES: usize = 8;
 
 /// Why a path pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +158,7 @@ impl PathPattern {
         }
         Ok(PathPattern {
             source: pattern.to_owned(),
+            straight: !segments.contains(&Segment::Globstar),
             segments: segments.into(),
             captures,
         })
@@ -238,31 +245,45 @@ impl PathPattern {
     /// Matches the whole `path`; returns the captured values in
     /// [`captures`](Self::captures) order.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
+        self.match_with(path, <[&str]>::to_vec)
+    }
+
+    /// [`Self::match_path`] without its `Vec`: on a match, `f` gets the captured values
+    /// (in [`captures`](Self::captures) order) and its result is returned. The values
+    /// live on the stack for the usual handful of captures; a pattern without `**`
+    /// is matched and captured in one pass, any other one asks [`Self::is_match`]
+    /// first, so a path that does not match costs one linear pass either way.
+    pub fn match_with<'p, R>(&self, path: &'p str, f: impl FnOnce(&[&'p str]) -> R) -> Option<R> {
+        let n = self.captures.len();
+        if n == 0 {
+            return self.is_match(path).then(|| f(&[]));
+        }
+        let mut stack = [""; STACK_CAPTURES];
+        let mut heap = Vec::new();
+        let values = if n <= STACK_CAPTURES {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, "");
+            &mut heap[..]
+        };
+        if self.straight {
+            return capture_straight(&self.segments, path, values).then(|| f(values));
+        }
         if !self.is_match(path) {
             return None;
         }
-        let mut values = vec![""; self.captures.len()];
-        if !self.captures.is_empty() {
-            let mut failed = Failed::default();
-            let found = capture_segments(
-                &self.segments,
-                0,
-                start(path),
-                path,
-                &mut values,
-                &mut failed,
-            );
-            debug_assert!(
-                found,
-                "is_match and capture extraction disagree on {path:?}"
-            );
-            if !found {
-                // A bug, never a silent miss: the caller tries its next config.
-                tracing::error!(pattern = %self.source, path, "pattern matched but yielded no captures");
-                return None;
-            }
+        let mut failed = Failed::default();
+        let found = capture_segments(&self.segments, 0, start(path), path, values, &mut failed);
+        debug_assert!(
+            found,
+            "is_match and capture extraction disagree on {path:?}"
+        );
+        if !found {
+            // A bug, never a silent miss: the caller tries its next config.
+            tracing::error!(pattern = %self.source, path, "pattern matched but yielded no captures");
+            return None;
         }
-        Some(values)
+        Some(f(values))
     }
 }
 
@@ -430,25 +451,8 @@ fn capture_segments<'p>(
             None => false,
             Some(p) => {
                 let (text, next) = segment_at(path, p);
-                let here = match seg {
-                    // The common `{name}` segment: all of it.
-                    Segment::Parts(parts) if matches!(**parts, [Part::Capture(_)]) => {
-                        if let [Part::Capture(i)] = **parts {
-                            out[i] = text;
-                        }
-                        !text.is_empty()
-                    }
-                    Segment::Parts(parts) => match strip_literal_end(parts, text.as_bytes()) {
-                        // `rest` ends on a character boundary (see strip_literal_end).
-                        Some((parts, rest)) => {
-                            let mut part_failed = Failed::default();
-                            capture_parts(parts, 0, &text[..rest.len()], 0, out, &mut part_failed)
-                        }
-                        None => false,
-                    },
-                    other => other.matches(text),
-                };
-                here && capture_segments(segs, si + 1, next, path, out, failed)
+                capture_segment(seg, text, out)
+                    && capture_segments(segs, si + 1, next, path, out, failed)
             }
         },
     };
@@ -456,6 +460,52 @@ fn capture_segments<'p>(
         failed.remember(key);
     }
     found
+}
+
+/// Captures of a pattern without `**` ([`PathPattern::match_with`]): segment by segment,
+/// each pattern segment against the path's next one, both ending together. Whether it
+/// matches and what it captures are those of [`capture_segments`], which has no choice
+/// to make on such a pattern. A segment with variable parts other than a lone
+/// `{name}` is tested with the linear [`Segment::matches`] before its captures are
+/// searched for, so that a path that does not match never costs a search.
+fn capture_straight<'p>(segs: &[Segment], path: &'p str, out: &mut [&'p str]) -> bool {
+    let mut pos = start(path);
+    for seg in segs {
+        let Some(p) = pos else {
+            return false;
+        };
+        let (text, next) = segment_at(path, p);
+        let searched =
+            matches!(seg, Segment::Parts(parts) if !matches!(**parts, [Part::Capture(_)]));
+        if (searched && !seg.matches(text)) || !capture_segment(seg, text, out) {
+            return false;
+        }
+        pos = next;
+    }
+    pos.is_none()
+}
+
+/// Whether the (non-`**`) pattern segment `seg` matches the path segment `text`, with
+/// its captures put in `out`.
+fn capture_segment<'p>(seg: &Segment, text: &'p str, out: &mut [&'p str]) -> bool {
+    match seg {
+        // The common `{name}` segment: all of it.
+        Segment::Parts(parts) if matches!(**parts, [Part::Capture(_)]) => {
+            if let [Part::Capture(i)] = **parts {
+                out[i] = text;
+            }
+            !text.is_empty()
+        }
+        Segment::Parts(parts) => match strip_literal_end(parts, text.as_bytes()) {
+            // `rest` ends on a character boundary (see strip_literal_end).
+            Some((parts, rest)) => {
+                let mut part_failed = Failed::default();
+                capture_parts(parts, 0, &text[..rest.len()], 0, out, &mut part_failed)
+            }
+            None => false,
+        },
+        other => other.matches(text),
+    }
 }
 
 /// Captures within one segment: each variable part as long as the rest allows, in

@@ -86,6 +86,12 @@ pub struct BlobEvent {
 pub struct ParsedRecord {
     pub event: BlobEvent,
     pub raw: RawJson,
+    /// No string of `event` holds a character that JSON escapes (`"`, `\`, a control
+    /// character), so the routed envelope copies them as they are instead of looking.
+    /// Set when each of them is text of `raw`'s strings (or an id we made) and `raw`
+    /// holds no `\`: JSON strings without escapes cannot hold those characters. Not
+    /// set for S3 and MinIO, whose object keys are URL-decoded.
+    pub plain: bool,
 }
 
 /// A record's JSON text exactly as the message held it (whitespace around it aside),
@@ -473,10 +479,21 @@ fn with_opt_id(id: Option<&str>) -> impl Fn(EventError) -> RecordError + '_ {
     }
 }
 
-/// `raw` is the record's JSON text, as read by the parse.
+/// `raw` is the record's JSON text, as read by the parse, and each string of `event` a
+/// piece of one of its strings or an id we made (see [`ParsedRecord::plain`]).
 fn record(event: BlobEvent, raw: &str) -> ParsedRecord {
     ParsedRecord {
         event,
+        plain: memchr::memchr(b'\\', raw.as_bytes()).is_none(),
+        raw: RawJson(raw.into()),
+    }
+}
+
+/// A record whose strings are not all pieces of its raw JSON's (S3's decoded keys).
+fn record_decoded(event: BlobEvent, raw: &str) -> ParsedRecord {
+    ParsedRecord {
+        event,
+        plain: false,
         raw: RawJson(raw.into()),
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    derive_id, first_byte, malformed, no_id, object, opt_str, opt_string, opt_u64, record,
+    derive_id, first_byte, malformed, no_id, object, opt_str, opt_string, opt_u64, record_decoded,
     req_non_empty, req_raw, req_str, unsupported, BlobEvent, EventError, EventFormat, Raw,
     RecordResult,
 };
@@ -73,7 +73,7 @@ pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult
     records
         .into_iter()
         .map(|raw| parse_record(raw, minio_message).map_err(no_id))
-        .map(|result| result.map(|(event, raw)| record(event, raw.get())))
+        .map(|result| result.map(|(event, raw)| record_decoded(event, raw.get())))
         .collect()
 }
 

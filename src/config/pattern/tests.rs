@@ -47,6 +47,27 @@ fn mixed_segments() {
 }
 
 #[test]
+fn more_captures_than_fit_on_the_stack() {
+    // Ten captures: past the matcher's stack buffer, with and without `**`.
+    let names: Vec<String> = (0..10).map(|i| format!("{{c{i}}}")).collect();
+    let path: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+    let straight = p(&names.join("/"));
+    assert!(!straight.captures().is_empty() && straight.straight);
+    assert_eq!(
+        straight.match_path(&path.join("/")),
+        Some(path.iter().map(String::as_str).collect())
+    );
+    assert_eq!(straight.match_path(&path[..9].join("/")), None);
+    let globbed = p(&format!("**/{}", names.join("/")));
+    assert!(!globbed.straight);
+    assert_eq!(
+        globbed.match_path(&format!("x/y/{}", path.join("/"))),
+        Some(path.iter().map(String::as_str).collect())
+    );
+    assert_eq!(globbed.match_path(&path[..9].join("/")), None);
+}
+
+#[test]
 fn single_star_segment_is_exactly_one_segment() {
     let pat = p("a/*/b");
     assert_eq!(pat.match_path("a/x/b"), Some(vec![]));

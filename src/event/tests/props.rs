@@ -162,6 +162,25 @@ fn azure_event() -> impl Strategy<Value = String> {
         })
 }
 
+/// A record marked `plain` has no string that JSON would escape.
+fn check_plain(record: &ParsedRecord) -> Result<(), TestCaseError> {
+    let e = &record.event;
+    let strings = [&e.id, &e.event_type, &e.container, &e.path]
+        .into_iter()
+        .chain(
+            [&e.account, &e.etag, &e.content_type, &e.event_time]
+                .into_iter()
+                .flatten(),
+        );
+    if record.plain {
+        for s in strings {
+            let written = serde_json::to_string(s).unwrap();
+            prop_assert_eq!(written.len(), s.len() + 2, "{:?} would be escaped", s);
+        }
+    }
+    Ok(())
+}
+
 fn header() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
         Just(None),
@@ -196,6 +215,7 @@ proptest! {
             prop_assert!(serde_json::from_str::<&RawValue>(result.raw.get()).is_ok());
             prop_assert!(!result.event.container.is_empty());
             prop_assert!(!result.event.id.is_empty());
+            check_plain(result)?;
         }
     }
 
@@ -235,8 +255,10 @@ proptest! {
         }]})).unwrap();
         let results = parse(&body, None);
         prop_assert_eq!(results.len(), 1);
-        let event = &results[0].as_ref().unwrap().event;
-        prop_assert_eq!(&event.path, &key);
+        let record = results[0].as_ref().unwrap();
+        prop_assert_eq!(&record.event.path, &key);
+        // A decoded key may hold anything: only `plain` records skip the escape check.
+        check_plain(record)?;
     }
 }
 
@@ -264,6 +286,8 @@ proptest! {
                 (Ok(f), Ok(c)) => {
                     prop_assert_eq!(&f.event, &c.event);
                     prop_assert_eq!(f.raw.get(), c.raw.get());
+                    prop_assert_eq!(f.plain, c.plain);
+                    check_plain(f)?;
                 }
                 (Err(f), Err(c)) => prop_assert_eq!(f, c),
                 _ => prop_assert!(false, "{:?} against {:?}", fast, checked),
