@@ -9,6 +9,7 @@
 //! (`message` in place of the record for a dead letter of the whole message).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::str::FromStr;
 use std::time::SystemTime;
 
@@ -128,8 +129,8 @@ impl From<&EventError> for Reason {
 pub struct Envelope<'a> {
     pub source_id: &'a str,
     pub config_version: i64,
-    /// The fields the config's pattern extracted, (name, value).
-    pub metadata: &'a [(&'a str, &'a str)],
+    /// The fields the config's pattern extracted.
+    pub metadata: Metadata<'a>,
     pub event: &'a BlobEvent,
     /// The record's JSON exactly as the input held it.
     pub raw: &'a RawJson,
@@ -138,8 +139,24 @@ pub struct Envelope<'a> {
     pub plain: bool,
 }
 
+/// An envelope's `metadata`, (name, value) in order.
+#[derive(Clone, Copy)]
+pub enum Metadata<'a> {
+    /// Pairs as given.
+    Pairs(&'a [(&'a str, &'a str)]),
+    /// What `config`'s pattern found in the event's path
+    /// ([`SourceConfig::match_fields`]): names from the config, values pieces of the
+    /// path, which need no escaping when the event's strings do not
+    /// ([`Envelope::plain`]). Nothing is collected for every routed event.
+    Extracted {
+        config: &'a SourceConfig,
+        fields: &'a [(usize, Range<usize>)],
+    },
+}
+
 impl<'a> Envelope<'a> {
-    /// The envelope of `record` routed by `config`, with the fields its pattern extracted.
+    /// The envelope of `record` routed by `config`, with the fields its pattern
+    /// extracted as (name, value) pairs.
     pub fn new(
         config: &'a SourceConfig,
         metadata: &'a [(&'a str, &'a str)],
@@ -148,7 +165,25 @@ impl<'a> Envelope<'a> {
         Envelope {
             source_id: &config.id,
             config_version: config.version,
-            metadata,
+            metadata: Metadata::Pairs(metadata),
+            event: &record.event,
+            raw: &record.raw,
+            plain: record.plain,
+        }
+    }
+
+    /// The envelope of `record` routed by `config`, with the fields its pattern found
+    /// in the event's path ([`SourceConfig::match_fields`]): the same bytes as
+    /// [`Self::new`] with them as pairs.
+    pub fn routed(
+        config: &'a SourceConfig,
+        fields: &'a [(usize, Range<usize>)],
+        record: &'a ParsedRecord,
+    ) -> Self {
+        Envelope {
+            source_id: &config.id,
+            config_version: config.version,
+            metadata: Metadata::Extracted { config, fields },
             event: &record.event,
             raw: &record.raw,
             plain: record.plain,
@@ -170,13 +205,30 @@ impl<'a> Envelope<'a> {
         out.extend_from_slice(b",\"config_version\":");
         json_value(&mut out, &self.config_version);
         out.extend_from_slice(b",\"metadata\":{");
-        for (i, (name, value)) in self.metadata.iter().enumerate() {
+        let mut field = |i: usize, name: &str, value: &str, plain_value: bool| {
             if i > 0 {
                 out.push(b',');
             }
             json_str(&mut out, name);
             out.push(b':');
-            json_str(&mut out, value);
+            if plain_value {
+                plain_str(&mut out, value);
+            } else {
+                json_str(&mut out, value);
+            }
+        };
+        match self.metadata {
+            Metadata::Pairs(pairs) => {
+                for (i, (name, value)) in pairs.iter().enumerate() {
+                    field(i, name, value, false);
+                }
+            }
+            Metadata::Extracted { config, fields } => {
+                let values = config.field_values(fields, &e.path);
+                for (i, (name, value)) in values.enumerate() {
+                    field(i, name, value, self.plain);
+                }
+            }
         }
         // The event's strings: copied as they are when the parse said they can be.
         let string = if self.plain { plain_str } else { json_str };

@@ -13,13 +13,13 @@
 //! dead-lettered `max_deliveries_exceeded` with its last error, then acked. If even that
 //! dead letter fails it is left unacked (the server delivers it no more) and counted.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message};
-use async_nats::Subject;
 
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
@@ -102,7 +102,8 @@ impl DeadLetterPlan {
 struct Sent<'p> {
     /// The record's position in the message (names its dead letter).
     idx: usize,
-    subject: Subject,
+    /// A config's subject, or a dead letter's.
+    subject: Cow<'p, str>,
     pending: PendingAck,
     plan: &'p Plan,
 }
@@ -300,12 +301,12 @@ impl Pipeline {
             }
             let (subject, hdrs, payload) = match plan {
                 Plan::Route { m, record } => (
-                    Subject::from(m.config.subject.as_str()),
+                    Cow::Borrowed(m.config.subject.as_str()),
                     output::routed_headers(&record.event, &m.config),
-                    Envelope::new(&m.config, &m.metadata(&record.event.path), record).to_bytes(),
+                    Envelope::routed(&m.config, m.fields(), record).to_bytes(),
                 ),
                 Plan::Dead(dead) => (
-                    Subject::from(dead.reason.subject(&self.dlq_prefix)),
+                    Cow::Owned(dead.reason.subject(&self.dlq_prefix)),
                     dead.headers(input, idx),
                     input.payload.clone(),
                 ),
@@ -354,7 +355,7 @@ impl Pipeline {
         idx: usize,
         dead: &DeadLetterPlan,
     ) -> Result<(), PublishFailure> {
-        let subject = Subject::from(dead.reason.subject(&self.dlq_prefix));
+        let subject = dead.reason.subject(&self.dlq_prefix);
         let h = || dead.headers(input, idx);
         let err = match self
             .publisher

@@ -25,15 +25,13 @@ impl Match {
     /// The extracted fields, (name, value), in `extract_fields` order; `path` is that of
     /// the event that matched.
     pub fn metadata<'a>(&'a self, path: &'a str) -> Vec<(&'a str, &'a str)> {
-        self.fields
-            .iter()
-            .map(|(i, range)| {
-                (
-                    self.config.extract_fields[*i].as_str(),
-                    path.get(range.clone()).unwrap_or_default(),
-                )
-            })
-            .collect()
+        self.config.field_values(&self.fields, path).collect()
+    }
+
+    /// The extracted fields as positions: (index in `extract_fields`, byte range of the
+    /// path), what [`SourceConfig::field_values`] reads.
+    pub fn fields(&self) -> &[(usize, Range<usize>)] {
+        &self.fields
     }
 }
 
@@ -56,8 +54,7 @@ pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventFormat, ParsedRecord, RawJson};
-    use crate::output::Envelope;
+    use crate::event::EventFormat;
     use serde_json::json;
 
     fn config(doc: serde_json::Value) -> Arc<SourceConfig> {
@@ -151,24 +148,92 @@ mod tests {
     }
 
     #[test]
-    fn no_pattern_matches_every_path_and_envelope_has_the_contract_shape() {
+    fn no_pattern_matches_every_path_and_extracts_nothing() {
         let c = cfg("all", "c", None, 0);
         let index = Index::build([&c]);
         let ev = event("c", "deep/er/path.bin", None);
         let m = decide(&ev, &index).unwrap();
+        assert_eq!(m.config.id, "all");
         assert!(m.metadata(&ev.path).is_empty());
-        let record = ParsedRecord {
-            event: ev.clone(),
-            raw: RawJson::parse(r#"{"k":1}"#).unwrap(),
-            plain: false,
-        };
-        let envelope = Envelope::new(&m.config, &m.metadata(&ev.path), &record).to_bytes();
-        let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
-        assert_eq!(body["source_id"], "all");
-        assert_eq!(body["config_version"], 0);
-        assert_eq!(body["metadata"], json!({}));
-        assert_eq!(body["event"]["path"], "deep/er/path.bin");
-        assert_eq!(body["event"]["format"], "event_grid");
-        assert_eq!(body["raw"], json!({"k": 1}));
+    }
+
+    /// The routed envelope as the pipeline writes it ([`Envelope::routed`]).
+    mod routed_envelope {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::*;
+        use crate::event::{self, ParsedRecord};
+        use crate::output::{Envelope, Metadata};
+
+        fn index(pattern: Option<&str>) -> Index {
+            let mut ingestion = json!({"mode": "blob_trigger", "landing_container": "c"});
+            if let Some(p) = pattern {
+                ingestion["path_pattern"] = json!({"pattern": p});
+            }
+            let doc = json!({"_id": "cfg", "version": 3, "ingestion": ingestion});
+            let config = Arc::new(SourceConfig::from_value(&doc, "blob.routed").unwrap());
+            Index::build([&config])
+        }
+
+        /// An Event Grid event for `path` in container `c`, as parsed.
+        fn record(path: &str) -> ParsedRecord {
+            let body = json!({
+                "id": "e-1", "eventType": "Microsoft.Storage.BlobCreated",
+                "subject": format!("/blobServices/default/containers/c/blobs/{path}"),
+                "topic": "/subscriptions/s/providers/Microsoft.Storage/storageAccounts/acct",
+                "eventTime": "2024-05-14T09:21:37Z", "data": {"contentLength": 5}
+            });
+            let mut records = event::parse(body.to_string().as_bytes(), None);
+            records.pop().unwrap().unwrap()
+        }
+
+        #[test]
+        fn the_envelope_has_the_contract_shape() {
+            let index = index(None);
+            let record = record("deep/er/path.bin");
+            let m = decide(&record.event, &index).unwrap();
+            let envelope = Envelope::routed(&m.config, m.fields(), &record).to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
+            assert_eq!(body["source_id"], "cfg");
+            assert_eq!(body["config_version"], 3);
+            assert_eq!(body["metadata"], json!({}));
+            assert_eq!(body["event"]["path"], "deep/er/path.bin");
+            assert_eq!(body["event"]["account"], "acct");
+            assert_eq!(body["event"]["format"], "event_grid");
+            assert_eq!(body["raw"]["data"], json!({"contentLength": 5}));
+        }
+
+        /// A path segment: plain text, or text with characters JSON escapes.
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof!["[a-z0-9é._ -]{1,8}", "[a-z\"\\\\\u{1}-\u{1f}\u{7f}é]{1,4}",]
+        }
+
+        proptest! {
+            /// Routed, the metadata is written straight from the match (its values unlooked
+            /// at when the record is plain): the same bytes as the collected metadata, every
+            /// string looked at.
+            #[test]
+            fn routed_writes_what_the_collected_metadata_writes(
+                a in segment(), b in segment(), c in segment(),
+            ) {
+                let index = index(Some("{a}/{b}/x-{c}.json"));
+                let record = record(&format!("{a}/{b}/x-{c}.json"));
+                let m = decide(&record.event, &index).unwrap();
+                let pairs = m.metadata(&record.event.path);
+                prop_assert_eq!(&pairs, &vec![("a", a.as_str()), ("b", b.as_str()), ("c", c.as_str())]);
+                let looked = Envelope {
+                    source_id: &m.config.id,
+                    config_version: m.config.version,
+                    metadata: Metadata::Pairs(&pairs),
+                    event: &record.event,
+                    raw: &record.raw,
+                    plain: false,
+                };
+                prop_assert_eq!(Envelope::routed(&m.config, m.fields(), &record).to_bytes(), looked.to_bytes());
+            }
+        }
     }
 }

@@ -271,6 +271,20 @@ impl SourceConfig {
         )
     }
 
+    /// Fields as [`Self::match_fields`] found them in `path`, as (name, value).
+    pub fn field_values<'a>(
+        &'a self,
+        fields: &'a [(usize, Range<usize>)],
+        path: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        fields.iter().map(move |(i, range)| {
+            (
+                self.extract_fields[*i].as_str(),
+                path.get(range.clone()).unwrap_or_default(),
+            )
+        })
+    }
+
     /// [`Self::match_path`] as positions: each extracted field as its index in
     /// `extract_fields` and its value's byte range in `path`. What the router keeps for
     /// the winner, which owns no copy of the values (nor of the names).

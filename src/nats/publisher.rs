@@ -60,16 +60,17 @@ impl Publisher {
     }
 
     /// Sends one message; await its PubAck with [`Self::confirm`]. The subject is
-    /// shared with the client, not copied.
+    /// copied once, for the client (a clone of a `Subject` made from a string would
+    /// allocate the shared form of its bytes, and free it again, for every event).
     pub async fn send(
         &self,
-        subject: &Subject,
+        subject: &str,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PendingAck, PublishFailure> {
         match self
             .js
-            .publish_with_headers(subject.clone(), headers, payload)
+            .publish_with_headers(Subject::from(subject), headers, payload)
             .await
         {
             Ok(pending) => Ok(pending),
@@ -90,7 +91,7 @@ impl Publisher {
     /// Sends and confirms.
     pub async fn publish(
         &self,
-        subject: &Subject,
+        subject: &str,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(), PublishFailure> {

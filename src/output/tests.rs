@@ -286,7 +286,7 @@ mod envelope_reference {
             let mut envelope = Envelope {
                 source_id: &source_id,
                 config_version,
-                metadata: &fields,
+                metadata: Metadata::Pairs(&fields),
                 event: &event,
                 raw: &raw_json,
                 plain: false,
@@ -335,7 +335,7 @@ mod envelope_reference {
             let mut envelope = Envelope {
                 source_id: "cfg",
                 config_version: 1,
-                metadata: &[("crop", "tea")],
+                metadata: Metadata::Pairs(&[("crop", "tea")]),
                 event: &event,
                 raw: &raw,
                 plain: false,
