@@ -72,8 +72,7 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .unwrap();
             let m = router::decide(&record.event, &index).unwrap();
-            let metadata = m.metadata(&record.event.path);
-            Envelope::new(&m.config, &metadata, &record).to_bytes()
+            Envelope::routed(&m.config, m.fields(), &record).to_bytes()
         })
     });
     let m = router::decide(&parsed.event, &index).unwrap();

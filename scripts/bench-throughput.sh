@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of the worker against a do-nothing forwarder on the same machine, server and
-# events (see examples/throughput.rs for the forwarder). Each round runs the forwarder,
-# then the worker, on the same N freshly preloaded events, and prints both rates, the
+# events (see examples/throughput.rs for the forwarder). Each round runs the forwarder
+# and the worker (each first in every other round) on the same N freshly preloaded
+# events, and prints both rates, the
 # CPU each client and nats-server spent per event, and the round's ratio; the last line,
 # `ratio X.XX`, is the median of the rounds' ratios (worker / forwarder), since on a
 # shared 2-core machine one run's rate can move by a tenth. The line before it, `cpu
@@ -9,7 +10,7 @@
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
 #
-#   [ROUNDS=3] [OUTPUTS=routed] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
+#   [ROUNDS=5] [OUTPUTS=routed] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
 # OUTPUTS=routed (a diagnostic) makes the forwarder write the worker's own subjects and
 # headers, so that nats-server's work is the same in both runs.
@@ -29,7 +30,7 @@ PER="${4:-10}"
 start_throughput_bench "$CONTAINERS"
 echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrency $CONCURRENCY, $((CONTAINERS * PER)) configs in $CONTAINERS containers"
 
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
 case "${OUTPUTS:-}" in "" | routed) ;; *) echo "OUTPUTS must be empty or 'routed', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
@@ -41,13 +42,15 @@ cpu() { echo "$1" | grep -o '[0-9.]* µs' | awk '{ s += $1 } END { print s + 0 }
 median() { sort -n | awk '{ r[NR] = $1 } END { printf "%.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
 ratios=()
 cpu_ratios=()
-for round in $(seq "$ROUNDS"); do
-    # 1. The forwarder.
+# The forwarder on the same events.
+run_forwarder() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
     forwarder="$("$TOOL" forward "$CONCURRENCY" ${OUTPUTS:-})"
     echo "round $round: $forwarder"
-    # 2. The worker, same events, same concurrency.
+}
+# The worker, same events, same concurrency.
+run_worker() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
     start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
@@ -61,6 +64,17 @@ for round in $(seq "$ROUNDS"); do
     if grep -qiE '"level":"(warn|error)"' "$work/worker.log"; then
         echo "round $round: the worker's last warnings:"
         grep -iE '"level":"(warn|error)"' "$work/worker.log" | tail -5
+    fi
+}
+for round in $(seq "$ROUNDS"); do
+    # The machine's speed drifts within a round too: the order alternates, so that
+    # going first or second favours neither client over the rounds.
+    if (( round % 2 )); then
+        run_forwarder
+        run_worker
+    else
+        run_worker
+        run_forwarder
     fi
     r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"
     # What the ratio comes to when the two cores are the limit: the forwarder's CPU per
