@@ -116,10 +116,18 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
         // The envelope copies a plain record's strings without looking at them.
         for s in [&e.id, &e.event_type, &e.container, &e.path]
             .into_iter()
-            .chain([&e.account, &e.etag, &e.content_type, &e.event_time].into_iter().flatten())
+            .chain(
+                [&e.account, &e.etag, &e.content_type, &e.event_time]
+                    .into_iter()
+                    .flatten(),
+            )
         {
             let written = serde_json::to_string(s).expect("a string serializes");
-            assert_eq!(written.len(), s.len() + 2, "{s:?} is marked plain but needs escaping");
+            assert_eq!(
+                written.len(),
+                s.len() + 2,
+                "{s:?} is marked plain but needs escaping"
+            );
         }
     }
     match e.format {
