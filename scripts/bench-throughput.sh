@@ -68,7 +68,8 @@ run_worker() {
 }
 for round in $(seq "$ROUNDS"); do
     # The machine's speed drifts within a round too: the order alternates, so that
-    # going first or second favours neither client over the rounds.
+    # going first or second favours neither client over an even number of rounds (with
+    # an odd number, the forwarder goes first once more).
     if (( round % 2 )); then
         run_forwarder
         run_worker

@@ -283,8 +283,8 @@ fn plain_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Whether `s` holds a byte JSON escapes in a string: a control character (below
-/// 0x20), `"` or `\`. Eight bytes at a time (the envelope's sixteen strings are looked
-/// at for every routed event), with the classic tests for a zero byte and for a byte
+/// 0x20), `"` or `\`. Eight bytes at a time (the envelope's strings are looked at for
+/// every routed event whose record is not plain, and its names and source id always), with the classic tests for a zero byte and for a byte
 /// below a bound, each of which is exact about whether any byte of the word qualifies.
 /// The tests of all words are or-ed together and looked at once at the end: escapes are
 /// rare and the strings short, so one branch per word is cheaper than an early exit.

@@ -15,7 +15,8 @@
 //!   ever returns to the last star: once a later star is passed, it can absorb whatever
 //!   an earlier one would have). Every candidate config of an event is asked.
 //! - [`PathPattern::match_path`] asks that first, then extracts the captures (so only
-//!   for the winner: the router tries each candidate with it). Where a
+//!   for the winner: the router tries each candidate with it); a pattern without `**`
+//!   has no split to search for, and is matched and captured in the same pass. Where a
 //!   path can be split several ways (`{a}-{b}` on `x-y-z`), it picks the split a
 //!   backtracking regex would, `([^/]+)-([^/]+)`: every variable part as long as the
 //!   rest allows, in pattern order, so `a = x-y`. Failed states are remembered, so
@@ -258,6 +259,12 @@ impl PathPattern {
         if n == 0 {
             return self.is_match(path).then(|| f(&[]));
         }
+        // A path that does not match allocates nothing and costs no search: it is turned
+        // away first where the values would not fit on the stack, and where `**` makes
+        // the captures a search.
+        if (!self.straight || n > STACK_CAPTURES) && !self.is_match(path) {
+            return None;
+        }
         let mut stack = [""; STACK_CAPTURES];
         let mut heap = Vec::new();
         let values = if n <= STACK_CAPTURES {
@@ -268,9 +275,6 @@ impl PathPattern {
         };
         if self.straight {
             return capture_straight(&self.segments, path, values).then(|| f(values));
-        }
-        if !self.is_match(path) {
-            return None;
         }
         let mut failed = Failed::default();
         let found = capture_segments(&self.segments, 0, start(path), path, values, &mut failed);
@@ -467,7 +471,7 @@ fn capture_segments<'p>(
 /// matches and what it captures are those of [`capture_segments`], which has no choice
 /// to make on such a pattern. A segment with variable parts other than a lone
 /// `{name}` is tested with the linear [`Segment::matches`] before its captures are
-/// searched for, so that a path that does not match never costs a search.
+/// searched for, so that a segment that does not match never costs a search.
 fn capture_straight<'p>(segs: &[Segment], path: &'p str, out: &mut [&'p str]) -> bool {
     let mut pos = start(path);
     for seg in segs {
@@ -477,7 +481,15 @@ fn capture_straight<'p>(segs: &[Segment], path: &'p str, out: &mut [&'p str]) ->
         let (text, next) = segment_at(path, p);
         let searched =
             matches!(seg, Segment::Parts(parts) if !matches!(**parts, [Part::Capture(_)]));
-        if (searched && !seg.matches(text)) || !capture_segment(seg, text, out) {
+        if searched && !seg.matches(text) {
+            return false;
+        }
+        let captured = capture_segment(seg, text, out);
+        debug_assert!(
+            captured || !searched,
+            "a segment matched but yielded no captures: {text:?}"
+        );
+        if !captured {
             return false;
         }
         pos = next;

@@ -235,9 +235,10 @@ proptest! {
         })).unwrap();
         let results = parse(&body, None);
         prop_assert_eq!(results.len(), 1);
-        let event = &results[0].as_ref().unwrap().event;
-        prop_assert_eq!(&event.container, &container);
-        prop_assert_eq!(&event.path, &path);
+        let record = results[0].as_ref().unwrap();
+        prop_assert_eq!(&record.event.container, &container);
+        prop_assert_eq!(&record.event.path, &path);
+        check_plain(record)?;
     }
 
     #[test]
@@ -257,8 +258,8 @@ proptest! {
         prop_assert_eq!(results.len(), 1);
         let record = results[0].as_ref().unwrap();
         prop_assert_eq!(&record.event.path, &key);
-        // A decoded key may hold anything: only `plain` records skip the escape check.
-        check_plain(record)?;
+        // A decoded key may hold anything: an S3 record is never plain.
+        prop_assert!(!record.plain);
     }
 }
 
