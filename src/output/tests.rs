@@ -246,6 +246,28 @@ mod envelope_reference {
         }
     }
 
+    /// An event of four strings (id, event type, container, path) and four optional
+    /// ones (account, etag, content type, event time).
+    fn event_of(
+        strings: &[String],
+        options: &[Option<String>],
+        format: EventFormat,
+        size: Option<u64>,
+    ) -> BlobEvent {
+        BlobEvent {
+            id: strings[0].clone(),
+            format,
+            event_type: strings[1].clone(),
+            account: options[0].clone(),
+            container: strings[2].clone(),
+            path: strings[3].clone(),
+            size,
+            etag: options[1].clone(),
+            content_type: options[2].clone(),
+            event_time: options[3].clone(),
+        }
+    }
+
     fn format() -> impl Strategy<Value = EventFormat> {
         prop::sample::select(vec![
             EventFormat::EventGrid,
@@ -268,18 +290,7 @@ mod envelope_reference {
             size in prop::option::of(any::<u64>()),
             raw in prop::sample::select(vec!["{}", "{\"k\": [1, \"é\\n\"]}", "[]", "null"]),
         ) {
-            let event = BlobEvent {
-                id: strings[0].clone(),
-                format,
-                event_type: strings[1].clone(),
-                account: options[0].clone(),
-                container: strings[2].clone(),
-                path: strings[3].clone(),
-                size,
-                etag: options[1].clone(),
-                content_type: options[2].clone(),
-                event_time: options[3].clone(),
-            };
+            let event = event_of(&strings, &options, format, size);
             let raw_json = RawJson::parse(raw).unwrap();
             let fields: Vec<(&str, &str)> =
                 metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -319,18 +330,7 @@ mod envelope_reference {
             options in prop::collection::vec(prop::option::of("[a-zA-Z0-9:+ -]{0,30}"), 4),
             format in format(),
         ) {
-            let event = BlobEvent {
-                id: strings[0].clone(),
-                format,
-                event_type: strings[1].clone(),
-                account: options[0].clone(),
-                container: strings[2].clone(),
-                path: strings[3].clone(),
-                size: Some(7),
-                etag: options[1].clone(),
-                content_type: options[2].clone(),
-                event_time: options[3].clone(),
-            };
+            let event = event_of(&strings, &options, format, Some(7));
             let raw = RawJson::parse("{}").unwrap();
             let mut envelope = Envelope {
                 source_id: "cfg",
