@@ -240,6 +240,9 @@ async fn forward(
     while let Some(r) = tasks.join_next().await {
         r??;
     }
+    // The last acks are only queued in the client: the run ends when the server has
+    // them (as the worker's does), and they are not lost when the process exits.
+    js.client().flush().await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "forwarder {total} events in {secs:.2} s: {:.0}/s; {}",

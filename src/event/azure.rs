@@ -45,6 +45,23 @@ impl<'a, N, S: Field<'a>> AzureBlobData<N, S> {
 /// fail. Only an object is `data` (a struct alone would take an array too).
 pub(super) struct AzureData<'a>(AzureBlobData<Option<u64>, Text<'a>>);
 
+impl<'a> AzureData<'a> {
+    /// `data` read by hand (`super::scan`): its size, eTag and content type.
+    pub(super) fn new(content_length: Option<u64>, etag: Text<'a>, content_type: Text<'a>) -> Self {
+        AzureData(AzureBlobData {
+            content_length,
+            etag,
+            content_type,
+        })
+    }
+
+    /// Size, eTag and content type, as read.
+    #[cfg(test)]
+    pub(super) fn parts(&self) -> (Option<u64>, &Text<'a>, &Text<'a>) {
+        (self.0.content_length, &self.0.etag, &self.0.content_type)
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for AzureData<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Object;
