@@ -204,14 +204,24 @@ async fn consume(
     let mut tasks = JoinSet::new();
     // A final pulling error ends the loop like a stop: what is in flight still finishes.
     let mut ended = None;
+    // Waited on only when a permit or a message is not there at once: each poll of a
+    // token's future takes two locks (and making one takes more), which would be paid
+    // twice per message. A stop is seen at the top of the loop, or while waiting.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
+        if stop.is_cancelled() {
+            break;
+        }
         let permit = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = &mut stopped => break,
         };
         let next = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
             next = messages.next() => next,
+            _ = &mut stopped => break,
         };
         match next {
             Ok(msg) => {
@@ -233,7 +243,7 @@ async fn consume(
                 drop(permit);
                 tracing::warn!(error = %e, "pulling from the consumer");
                 tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = &mut stopped => break,
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
