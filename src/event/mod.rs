@@ -15,7 +15,8 @@
 //! This runs once per event on the hot path: nothing is deserialized into
 //! `serde_json::Value`. An event object is read in one pass that takes the keys telling
 //! the schemas apart as borrowed [`RawValue`] slices and the Azure schemas' fields as the
-//! strings and `data` object they should be; where that fails, it is probed with
+//! strings and `data` object they should be (by hand in `scan` for the common
+//! event, by serde otherwise); where that fails, it is probed with
 //! [`RawValue`] slices and read by its schema's own structs. Fields borrow from the
 //! message bytes; only the final [`BlobEvent`] and a copy of the record's raw JSON are
 //! allocated. Nothing here recurses on
