@@ -53,16 +53,16 @@ pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
         loop {
             let key = s.key()?;
             let (bit, slot) = match key {
-                "specversion" => (0, &mut f.specversion),
-                "eventType" => (1, &mut f.event_type),
-                "subject" => (2, &mut f.subject),
-                "id" => (3, &mut f.id),
-                "topic" => (4, &mut f.topic),
-                "eventTime" => (5, &mut f.event_time),
-                "type" => (6, &mut f.ce_type),
-                "source" => (7, &mut f.source),
-                "time" => (8, &mut f.time),
-                "data" => {
+                b"specversion" => (0, &mut f.specversion),
+                b"eventType" => (1, &mut f.event_type),
+                b"subject" => (2, &mut f.subject),
+                b"id" => (3, &mut f.id),
+                b"topic" => (4, &mut f.topic),
+                b"eventTime" => (5, &mut f.event_time),
+                b"type" => (6, &mut f.ce_type),
+                b"source" => (7, &mut f.source),
+                b"time" => (8, &mut f.time),
+                b"data" => {
                     once(&mut seen, 9)?;
                     f.data = s.data()?;
                     if s.next_member(b'}')? {
@@ -71,7 +71,7 @@ pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
                     continue;
                 }
                 // The other schemas' keys: their events are read the usual way.
-                "Records" | "EventName" | "bucket" | "name" | "Event" => return None,
+                b"Records" | b"EventName" | b"bucket" | b"name" | b"Event" => return None,
                 _ => {
                     s.skip_value()?;
                     if s.next_member(b'}')? {
@@ -127,22 +127,29 @@ impl<'a> Scan<'a> {
     /// A string without escapes, from its opening quote (which must come next) to after
     /// its closing one: its contents.
     fn string(&mut self) -> Option<&'a str> {
+        let start = self.pos + 1;
+        let end = start + self.string_bytes()?.len();
+        // Both ends are next to an ASCII quote: char boundaries.
+        self.text.get(start..end)
+    }
+
+    /// [`Self::string`] as bytes, for keys and skipped strings: no char boundary to check.
+    fn string_bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
-        let start = self.pos;
-        let end = start + special(&self.bytes[start..])?;
-        if self.bytes[end] != b'"' {
+        let rest = &self.bytes[self.pos..];
+        let len = special(rest)?;
+        if rest[len] != b'"' {
             // An escape (left to serde) or a control character (invalid).
             return None;
         }
-        self.pos = end + 1;
-        // Both ends are next to an ASCII quote: char boundaries.
-        Some(&self.text[start..end])
+        self.pos += len + 1;
+        Some(&rest[..len])
     }
 
     /// An object's key and the colon after it (whitespace around both stepped over).
-    fn key(&mut self) -> Option<&'a str> {
+    fn key(&mut self) -> Option<&'a [u8]> {
         self.ws();
-        let key = self.string()?;
+        let key = self.string_bytes()?;
         self.ws();
         self.eat(b':')?;
         self.ws();
@@ -188,15 +195,15 @@ impl<'a> Scan<'a> {
         if self.eat(b'}').is_none() {
             loop {
                 match self.key()? {
-                    "contentLength" => {
+                    b"contentLength" => {
                         once(&mut seen, 0)?;
                         length = self.length()?;
                     }
-                    "eTag" => {
+                    b"eTag" => {
                         once(&mut seen, 1)?;
                         etag = self.text()?;
                     }
-                    "contentType" => {
+                    b"contentType" => {
                         once(&mut seen, 2)?;
                         content_type = self.text()?;
                     }
@@ -283,7 +290,7 @@ impl<'a> Scan<'a> {
             // A value is due.
             match self.peek()? {
                 b'"' => {
-                    self.string()?;
+                    self.string_bytes()?;
                 }
                 b'-' | b'0'..=b'9' => self.number()?,
                 b't' => self.literal(b"true")?,
