@@ -47,46 +47,30 @@ pub(super) fn fields(text: &str) -> Option<Fields<'_>> {
     };
     // Keys seen, one bit each (a repeated key is serde's error to report).
     let mut seen = 0u16;
-    s.eat(b'{')?;
-    s.ws();
-    if s.eat(b'}').is_none() {
-        loop {
-            let key = s.key()?;
-            let (bit, slot) = match key {
-                b"specversion" => (0, &mut f.specversion),
-                b"eventType" => (1, &mut f.event_type),
-                b"subject" => (2, &mut f.subject),
-                b"id" => (3, &mut f.id),
-                b"topic" => (4, &mut f.topic),
-                b"eventTime" => (5, &mut f.event_time),
-                b"type" => (6, &mut f.ce_type),
-                b"source" => (7, &mut f.source),
-                b"time" => (8, &mut f.time),
-                b"data" => {
-                    once(&mut seen, 9)?;
-                    f.data = s.data()?;
-                    if s.next_member(b'}')? {
-                        break;
-                    }
-                    continue;
-                }
-                // The other schemas' keys: their events are read the usual way.
-                b"Records" | b"EventName" | b"bucket" | b"name" | b"Event" => return None,
-                _ => {
-                    s.skip_value()?;
-                    if s.next_member(b'}')? {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            once(&mut seen, bit)?;
-            *slot = s.text()?;
-            if s.next_member(b'}')? {
-                break;
+    s.object(|s, key| {
+        let (bit, slot) = match key {
+            b"specversion" => (0, &mut f.specversion),
+            b"eventType" => (1, &mut f.event_type),
+            b"subject" => (2, &mut f.subject),
+            b"id" => (3, &mut f.id),
+            b"topic" => (4, &mut f.topic),
+            b"eventTime" => (5, &mut f.event_time),
+            b"type" => (6, &mut f.ce_type),
+            b"source" => (7, &mut f.source),
+            b"time" => (8, &mut f.time),
+            b"data" => {
+                once(&mut seen, 9)?;
+                f.data = s.data()?;
+                return Some(());
             }
-        }
-    }
+            // The other schemas' keys: their events are read the usual way.
+            b"Records" | b"EventName" | b"bucket" | b"name" | b"Event" => return None,
+            _ => return s.skip_value(),
+        };
+        once(&mut seen, bit)?;
+        *slot = s.text()?;
+        Some(())
+    })?;
     // All of `text`: the caller trimmed the whitespace around it.
     (s.pos == s.bytes.len()).then_some(f)
 }
@@ -173,6 +157,23 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An object, from its `{` (which must come next) to after its `}`: `member` reads
+    /// each member's value, the cursor after its key and colon.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            member(self, key)?;
+            if self.next_member(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
     /// A string field as serde's read of [`Text`] has it: `null` is `None`.
     fn text(&mut self) -> Option<Text<'a>> {
         match self.peek()? {
@@ -188,32 +189,26 @@ impl<'a> Scan<'a> {
         if self.peek()? == b'n' {
             return self.literal(b"null").map(|()| None);
         }
-        self.eat(b'{')?;
         let (mut length, mut etag, mut content_type) = (None, None, None);
         let mut seen = 0u16;
-        self.ws();
-        if self.eat(b'}').is_none() {
-            loop {
-                match self.key()? {
-                    b"contentLength" => {
-                        once(&mut seen, 0)?;
-                        length = self.length()?;
-                    }
-                    b"eTag" => {
-                        once(&mut seen, 1)?;
-                        etag = self.text()?;
-                    }
-                    b"contentType" => {
-                        once(&mut seen, 2)?;
-                        content_type = self.text()?;
-                    }
-                    _ => self.skip_value()?,
-                }
-                if self.next_member(b'}')? {
-                    break;
-                }
+        self.object(|s, key| match key {
+            b"contentLength" => {
+                once(&mut seen, 0)?;
+                length = s.length()?;
+                Some(())
             }
-        }
+            b"eTag" => {
+                once(&mut seen, 1)?;
+                etag = s.text()?;
+                Some(())
+            }
+            b"contentType" => {
+                once(&mut seen, 2)?;
+                content_type = s.text()?;
+                Some(())
+            }
+            _ => s.skip_value(),
+        })?;
         Some(Some(AzureData::new(length, etag, content_type)))
     }
 
