@@ -42,8 +42,9 @@ start_worker() {
 # starts nats-server and points both at it, with $1 containers for the bench's events.
 start_throughput_bench() {
     cargo build --release --quiet --bin blob-router --example throughput
-    BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
-    TOOL=target/release/examples/throughput
+    local target="${CARGO_TARGET_DIR:-target}"
+    BIN="${BLOB_ROUTER_BIN:-$target/release/blob-router}"
+    TOOL="$target/release/examples/throughput"
     start_nats
     export NATS_URL="nats://127.0.0.1:$port" BENCH_CONTAINERS="$1"
 }

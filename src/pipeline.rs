@@ -32,9 +32,9 @@ use crate::store::StoreError;
 use crate::telemetry::events::{InternalEvent, MessageAbandoned, MessageRetried};
 use crate::telemetry::Chain;
 
-/// Outputs of one message awaiting their PubAck at once. The client holds one permit
-/// per PubAck awaited, so the publishing context needs `concurrency * PUBLISH_WINDOW`
-/// of them: then no handler ever waits for a permit another one holds.
+/// Outputs of one message awaiting their PubAck at once: a message of many records
+/// has that many requests in flight, no more (the worker as a whole at most
+/// `--concurrency` times this).
 pub const PUBLISH_WINDOW: usize = 64;
 
 /// A message with many records tells the server every this many outputs that it is
@@ -104,7 +104,7 @@ struct Sent<'p> {
     idx: usize,
     /// A config's subject, or a dead letter's.
     subject: Cow<'p, str>,
-    pending: PendingAck,
+    pending: PendingAck<'p>,
     plan: &'p Plan,
 }
 

@@ -25,7 +25,7 @@ use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
 use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
-use crate::pipeline::{Pipeline, PUBLISH_WINDOW};
+use crate::pipeline::Pipeline;
 use crate::shutdown;
 use crate::store::{self, retry_policy, ChangeFeed, ConfigStore, StoreError};
 use crate::telemetry::{Chain, Telemetry};
@@ -138,16 +138,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         };
 
         let (consumer, delivery) = nats::consumer::durable(&js, &args.consumer()).await?;
-        // Publishing has a context of its own: PubAcks bounded by --publish-timeout, and
-        // enough in-flight permits that no handler waits on another's window.
-        let publishing = jetstream::ContextBuilder::new()
-            .timeout(args.publish_timeout)
-            .max_ack_inflight((args.concurrency as usize).saturating_mul(PUBLISH_WINDOW))
-            .build(client.clone());
         let pipeline = Arc::new(Pipeline {
             cache: cache.clone(),
             resolver: MissResolver::new(cache.clone(), source.clone(), args.max_forced_reads as usize),
-            publisher: Publisher::new(publishing),
+            // PubAcks awaited at most --publish-timeout each.
+            publisher: Publisher::new(client.clone(), args.publish_timeout),
             dlq_prefix: args.nats.dlq_prefix.clone(),
             delivery,
             max_event_bytes: usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),
