@@ -1,5 +1,5 @@
 //! The per-event hot path without I/O: parse a message, decide its route against a
-//! realistic index, build the routed envelope and its headers. Run with
+//! realistic index, build the routed envelope and its headers, read the PubAck. Run with
 //! `cargo bench --bench hot_path`.
 
 /// The worker's allocator (see `src/main.rs`), so the figures are the worker's.
@@ -12,9 +12,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::response::Response;
 use blob_router::cache::Index;
 use blob_router::config::SourceConfig;
 use blob_router::event;
+use blob_router::nats::publisher;
 use blob_router::output::{self, Envelope};
 use blob_router::router;
 
@@ -78,6 +81,32 @@ fn bench(c: &mut Criterion) {
     let m = router::decide(&parsed.event, &index).unwrap();
     g.bench_function("routed_headers", |b| {
         b.iter(|| output::routed_headers(black_box(&parsed.event), &m.config))
+    });
+
+    // The PubAck of every output: read by the worker (src/nats/publisher.rs), and as
+    // async-nats's JetStream publish reads it (its untagged `Response` through serde).
+    let body = r#"{"stream":"BLOB_ROUTED","seq":1234567,"duplicate":true}"#;
+    let pub_ack = async_nats::Message {
+        subject: "_INBOX.x.y".into(),
+        reply: None,
+        payload: bytes::Bytes::from_static(body.as_bytes()),
+        headers: None,
+        status: None,
+        description: None,
+        length: body.len(),
+    };
+    g.bench_function("read_pub_ack", |b| {
+        b.iter(|| publisher::read_pub_ack(black_box(&pub_ack)).unwrap())
+    });
+    g.bench_function("pub_ack_as_the_client_reads_it", |b| {
+        b.iter(|| {
+            match serde_json::from_slice::<Response<PublishAck>>(black_box(&pub_ack.payload))
+                .unwrap()
+            {
+                Response::Ok(ack) => ack,
+                Response::Err { error } => panic!("{error}"),
+            }
+        })
     });
     g.finish();
 }
