@@ -14,7 +14,7 @@ cargo build --release --quiet --bin blob-router
 . scripts/bench-lib.sh
 start_nats
 echo '[{"_id": "c0", "ingestion": {"mode": "blob_trigger", "landing_container": "c0"}}]' > "$work/configs.json"
-start_worker target/release/blob-router --configs "$work/configs.json"
+start_worker "${CARGO_TARGET_DIR:-target}/release/blob-router" --configs "$work/configs.json"
 python3 - "$work" "$addr" "$ROUNDS" <<'PY'
 import json, os, sys, time, urllib.request
 work, addr, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -11,12 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONTAINERS="${1:-10000}"
 PER="${2:-10}"
-BIN="${BLOB_ROUTER_BIN:-target/release/blob-router}"
+BIN="${BLOB_ROUTER_BIN:-${CARGO_TARGET_DIR:-target}/release/blob-router}"
 [ -n "${BLOB_ROUTER_BIN:-}" ] || cargo build --release --quiet --bin blob-router
 cargo build --release --quiet --example throughput
 . scripts/bench-lib.sh
 start_nats
-target/release/examples/throughput configs "$work/configs.json" "$CONTAINERS" "$PER"
+"${CARGO_TARGET_DIR:-target}/release/examples/throughput" configs "$work/configs.json" "$CONTAINERS" "$PER"
 echo "configs: $((CONTAINERS * PER)) in $CONTAINERS containers, file $(du -h "$work/configs.json" | cut -f1)"
 python3 - "$BIN" "$port" "$work" <<'PY'
 import os, re, subprocess, sys, time, urllib.request, json

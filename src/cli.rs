@@ -379,7 +379,8 @@ pub struct RunArgs {
     /// delivery n, the last one repeated.
     #[arg(long, env = "BLOB_ROUTER_RETRY_BACKOFF", value_delimiter = ',', value_parser = humantime::parse_duration, default_value = "500ms,1s,2s,4s,8s,16s,30s")]
     pub retry_backoff: Vec<Duration>,
-    /// How long to wait for the PubAck of one output before retrying the message.
+    /// How long one output may take, from being sent to its PubAck, before the message
+    /// is retried.
     #[arg(long, env = "BLOB_ROUTER_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub publish_timeout: Duration,
     /// Input messages larger than this (bytes) are dead-lettered `oversized_event`

@@ -24,7 +24,7 @@ use async_nats::jetstream::{AckKind, Message};
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
 use crate::event::{self, BlobEvent, ParsedRecord};
-use crate::nats::consumer::DeliveryPolicy;
+use crate::nats::consumer::{Delivery, DeliveryPolicy};
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
 use crate::router::{self, Match};
@@ -33,8 +33,7 @@ use crate::telemetry::events::{InternalEvent, MessageAbandoned, MessageRetried};
 use crate::telemetry::Chain;
 
 /// Outputs of one message awaiting their PubAck at once: a message of many records
-/// has that many requests in flight, no more (the worker as a whole at most
-/// `--concurrency` times this).
+/// has at most this many publishes in flight.
 pub const PUBLISH_WINDOW: usize = 64;
 
 /// A message with many records tells the server every this many outputs that it is
@@ -121,8 +120,10 @@ impl Pipeline {
         let counters = &self.cache.metrics().counters;
         counters.messages_received.fetch_add(1, Relaxed);
         let (stream, stream_seq, delivered) = msg
-            .info()
-            .map(|i| (i.stream, i.stream_sequence, i.delivered))
+            .reply
+            .as_deref()
+            .and_then(Delivery::of)
+            .map(|d| (d.stream, d.stream_seq, d.delivered))
             .unwrap_or(("", 0, 1));
         let input = InputMessage {
             subject: msg.subject.as_str(),

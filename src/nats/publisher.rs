@@ -35,7 +35,7 @@ pub enum PublishFailure {
     #[error("no stream captures subject {0}")]
     NoStream(String),
     /// The message can never be accepted (too large, sealed stream): dead-letter.
-    #[error("rejected by JetStream: {0}")]
+    #[error("rejected by JetStream")]
     Rejected(#[source] AckError),
     /// Anything that may pass: nak the input and try again later.
     #[error("transient publish failure: {context}")]
@@ -63,13 +63,13 @@ impl PublishFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
     /// JetStream answered with an API error; its code decides what is done.
-    #[error("{0}")]
-    JetStream(#[source] jetstream::Error),
+    #[error(transparent)]
+    JetStream(jetstream::Error),
     /// No answer: timed out, no responders, too large to send, the connection gone.
-    #[error("{0}")]
-    Request(#[source] RequestError),
+    #[error(transparent)]
+    Request(RequestError),
     /// An answer that is neither a PubAck nor an API error (shown as it came).
-    #[error("an answer that is not a PubAck: {0:?}")]
+    #[error("an answer that is not a PubAck: {0}")]
     Unexpected(String),
 }
 
@@ -92,7 +92,10 @@ impl Publisher {
     /// Publishes on `client`, waiting at most `timeout` for each PubAck.
     pub fn new(client: Client, timeout: Duration) -> Self {
         Self {
-            js: jetstream::new(client.clone()),
+            // The stream lookup is bounded like a publish.
+            js: jetstream::ContextBuilder::new()
+                .timeout(timeout)
+                .build(client.clone()),
             client,
             timeout,
         }
@@ -123,8 +126,11 @@ impl Publisher {
         // Polled once now, so that the request is checked and queued for the
         // connection before the caller sends the next: the outputs of a message are
         // in flight together, their PubAcks awaited afterwards. (A request the client
-        // cannot queue at once, its channel full, goes on when it is awaited.)
-        match futures::poll!(answer.as_mut()) {
+        // cannot queue at once, its channel full while it reconnects, goes on when it
+        // is awaited, and its time counts from here.)
+        // Unconstrained: with the task's cooperative budget spent (a message of many
+        // records), a plain poll would return at once without queueing anything.
+        match futures::poll!(tokio::task::unconstrained(answer.as_mut())) {
             Poll::Pending => Ok(PendingAck(answer)),
             // Refused by the client before it was sent: too large, an invalid subject.
             Poll::Ready(Err(e)) => Err(self.failure(subject, AckError::Request(e)).await),
@@ -208,11 +214,14 @@ impl Publisher {
 pub fn read_pub_ack(answer: &Message) -> Result<(), AckError> {
     let body: &[u8] = &answer.payload;
     let unexpected = || {
-        let status = answer
-            .status
-            .map(|s| format!("status {s}: "))
-            .unwrap_or_default();
-        AckError::Unexpected(format!("{status}{}", String::from_utf8_lossy(body)))
+        // Status and description as the server sent them; the body cut short.
+        let status = match (answer.status, &answer.description) {
+            (Some(s), Some(d)) => format!("status {s} {d}: "),
+            (Some(s), None) => format!("status {s}: "),
+            _ => String::new(),
+        };
+        let body: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        AckError::Unexpected(format!("{status}{body}"))
     };
     if !matches!(answer.status, None | Some(StatusCode::OK)) {
         return Err(unexpected());
