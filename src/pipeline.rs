@@ -119,12 +119,11 @@ impl Pipeline {
         let started = Instant::now();
         let counters = &self.cache.metrics().counters;
         counters.messages_received.fetch_add(1, Relaxed);
-        let (stream, stream_seq, delivered) = msg
-            .reply
-            .as_deref()
-            .and_then(Delivery::of)
-            .map(|d| (d.stream, d.stream_seq, d.delivered))
-            .unwrap_or(("", 0, 1));
+        let Delivery {
+            stream,
+            stream_seq,
+            delivered,
+        } = Delivery::of_message(&msg);
         let input = InputMessage {
             subject: msg.subject.as_str(),
             payload: &msg.payload,

@@ -23,6 +23,7 @@ use crate::cache::miss::MissResolver;
 use crate::cache::{sync, ConfigCache};
 use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
+use crate::nats::consumer::Delivery;
 use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::Pipeline;
@@ -256,7 +257,7 @@ async fn consume(
     let mut handed_back = 0;
     let expiry = messages.expires();
     for msg in messages.stop(HAND_BACK_WAIT).await {
-        let delivered = msg.info().map_or(1, |i| i.delivered);
+        let delivered = Delivery::of_message(&msg).delivered;
         if pipeline.delivery.is_last(delivered) {
             let pipeline = pipeline.clone();
             tasks.spawn(async move { pipeline.handle(msg).await });

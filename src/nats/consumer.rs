@@ -259,6 +259,19 @@ impl<'a> Delivery<'a> {
             stream_seq: token(first + 3).parse().ok()?,
         })
     }
+
+    /// That of `msg`; a message without a readable reply subject (not from JetStream)
+    /// counts as a first delivery of sequence 0 from no stream.
+    pub fn of_message(msg: &'a jetstream::Message) -> Self {
+        msg.reply
+            .as_deref()
+            .and_then(Delivery::of)
+            .unwrap_or(Delivery {
+                stream: "",
+                stream_seq: 0,
+                delivered: 1,
+            })
+    }
 }
 
 #[cfg(test)]

@@ -125,11 +125,11 @@ impl Publisher {
         });
         // Polled once now, so that the request is checked and queued for the
         // connection before the caller sends the next: the outputs of a message are
-        // in flight together, their PubAcks awaited afterwards. (A request the client
-        // cannot queue at once, its channel full while it reconnects, goes on when it
-        // is awaited, and its time counts from here.)
-        // Unconstrained: with the task's cooperative budget spent (a message of many
-        // records), a plain poll would return at once without queueing anything.
+        // in flight together, their PubAcks awaited afterwards. Unconstrained, since
+        // with the task's cooperative budget spent (a message of many records) a plain
+        // poll would return without queueing. A request the client cannot queue at
+        // once (its channel full while it reconnects) goes on when it is awaited, and
+        // its time counts from here.
         match futures::poll!(tokio::task::unconstrained(answer.as_mut())) {
             Poll::Pending => Ok(PendingAck(answer)),
             // Refused by the client before it was sent: too large, an invalid subject.
