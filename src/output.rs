@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::SourceConfig;
-use crate::event::{BlobEvent, EventError, ParsedRecord, RawJson};
+use crate::event::{needs_escape, BlobEvent, EventError, ParsedRecord, RawJson};
 
 /// Header names, on routed messages, dead letters and (`eventType`) inputs.
 pub mod headers {
@@ -280,34 +280,6 @@ fn plain_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     out.extend_from_slice(s.as_bytes());
     out.push(b'"');
-}
-
-/// Whether `s` holds a byte JSON escapes in a string: a control character (below
-/// 0x20), `"` or `\`. Eight bytes at a time (the envelope's strings are looked at for
-/// every routed event whose record is not plain, and its names and source id always), with the classic tests for a zero byte and for a byte
-/// below a bound, each of which is exact about whether any byte of the word qualifies.
-/// The tests of all words are or-ed together and looked at once at the end: escapes are
-/// rare and the strings short, so one branch per word is cheaper than an early exit.
-fn needs_escape(s: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    /// The high bit of some byte is set if a byte of `x` is below 0x20, `"` or `\`.
-    fn flags(x: u64) -> u64 {
-        let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x;
-        below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1)
-    }
-    let mut words = s.chunks_exact(8);
-    let mut found = 0;
-    for word in &mut words {
-        found |= flags(u64::from_ne_bytes(word.try_into().expect("eight bytes")));
-    }
-    // The last few bytes, padded with a byte that needs no escape.
-    let mut last = [b'a'; 8];
-    last[..words.remainder().len()].copy_from_slice(words.remainder());
-    found |= flags(u64::from_ne_bytes(last));
-    found & HIGH != 0
 }
 
 /// Any value as serde_json writes it.

@@ -29,6 +29,8 @@ mod eventgrid;
 mod gcs;
 mod s3;
 mod scan;
+
+pub(crate) use scan::needs_escape;
 #[cfg(test)]
 mod testing;
 
