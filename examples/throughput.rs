@@ -15,6 +15,10 @@
 //! its PubAck awaited, then the input acked: the worker's delivery guarantees, without
 //! the routing. Events go to the containers of the generated configs, each matched by
 //! the last of its container's configs (the others are tried first and do not match).
+//! Its messages are polled by its own task, as the worker's are (`src/commands/run.rs`);
+//! `FORWARDER_DISPATCH=tasks`, a diagnostic, gives each its own task instead, as the
+//! worker did before (a task each cost the forwarder 20.5-21.5 µs of CPU per event against 11.0-13.2, README,
+//! Performance, and would flatter the worker's ratio).
 //! With `routed`, a diagnostic, the forwarder writes the very subjects (one per config)
 //! and headers the worker writes for the same events, so nats-server does the same work
 //! for both and what is left between them is the worker's own.
@@ -180,11 +184,39 @@ impl Outputs {
     }
 }
 
+/// How the forwarder runs its messages: polled by its own task, as the worker does
+/// (the yardstick), or a task each (`FORWARDER_DISPATCH=tasks`, the earlier yardstick).
+#[derive(Clone, Copy, PartialEq)]
+enum Dispatch {
+    Inline,
+    Tasks,
+}
+
+/// One message forwarded: published (with its PubAck awaited), then acked.
+async fn forward_one(
+    js: &jetstream::Context,
+    msg: jetstream::Message,
+    body: Vec<u8>,
+    outputs: Outputs,
+) -> anyhow::Result<()> {
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let (subject, h) = outputs.of(seq);
+    let ack = js
+        .publish_with_headers(subject, h, body.into())
+        .await?
+        .await;
+    if ack.is_ok() {
+        msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    }
+    Ok(())
+}
+
 async fn forward(
     js: &jetstream::Context,
     concurrency: usize,
     containers: u64,
     outputs: Outputs,
+    dispatch: Dispatch,
 ) -> anyhow::Result<()> {
     let padding = vec![b' '; envelope_padding(containers)];
     let stream = js.get_stream(INPUT).await?;
@@ -209,36 +241,52 @@ async fn forward(
     let mut messages = Puller::new(js.clone(), &consumer, settings).await?;
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut done = 0u64;
-    while done < total {
-        let permit = permits.clone().acquire_owned().await?;
-        let msg = messages.next().await?;
-        let js = js.clone();
+    let body = |msg: &jetstream::Message| {
         let mut body = Vec::with_capacity(msg.payload.len() + padding.len());
         body.extend_from_slice(&msg.payload);
         body.extend_from_slice(&padding);
-        tasks.spawn(async move {
-            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            let (subject, h) = outputs.of(seq);
-            let ack = js
-                .publish_with_headers(subject, h, body.into())
-                .await?
-                .await;
-            if ack.is_ok() {
-                msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        body
+    };
+    match dispatch {
+        // As the worker handles its messages (src/commands/run.rs): polled by this task.
+        Dispatch::Inline => {
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut pulled = 0u64;
+            while pulled < total || !in_flight.is_empty() {
+                tokio::select! {
+                    biased;
+                    Some(r) = in_flight.next(), if !in_flight.is_empty() => r?,
+                    msg = messages.next(), if pulled < total && in_flight.len() < concurrency => {
+                        let msg = msg?;
+                        let body = body(&msg);
+                        in_flight.push(Box::pin(forward_one(js, msg, body, outputs)));
+                        pulled += 1;
+                    }
+                }
             }
-            drop(permit);
-            anyhow::Ok(())
-        });
-        done += 1;
-        while let Some(r) = tasks.try_join_next() {
-            r??;
         }
-    }
-    while let Some(r) = tasks.join_next().await {
-        r??;
+        // A task per message, as the worker did before 2026-12-03's sixth session.
+        Dispatch::Tasks => {
+            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..total {
+                let permit = permits.clone().acquire_owned().await?;
+                let msg = messages.next().await?;
+                let body = body(&msg);
+                let js = js.clone();
+                tasks.spawn(async move {
+                    let r = forward_one(&js, msg, body, outputs).await;
+                    drop(permit);
+                    r
+                });
+                while let Some(r) = tasks.try_join_next() {
+                    r??;
+                }
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+        }
     }
     // The last acks are only queued in the client: the run ends when the server has
     // them (as the worker's does), and they are not lost when the process exits.
@@ -410,8 +458,17 @@ async fn main() -> anyhow::Result<()> {
             // On a runtime worker, as the worker runs its commands (src/main.rs): the
             // tasks it spawns per message go to that worker's own queue.
             let concurrency = num(1, 64) as usize;
-            tokio::spawn(async move { forward(&js, concurrency, containers, outputs).await })
-                .await?
+            let dispatch = match std::env::var("FORWARDER_DISPATCH").as_deref() {
+                Ok("tasks") => Dispatch::Tasks,
+                Ok("inline") | Err(_) => Dispatch::Inline,
+                Ok(other) => {
+                    anyhow::bail!("FORWARDER_DISPATCH is `inline` or `tasks`, not `{other}`")
+                }
+            };
+            tokio::spawn(
+                async move { forward(&js, concurrency, containers, outputs, dispatch).await },
+            )
+            .await?
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,

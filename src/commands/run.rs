@@ -15,8 +15,9 @@ use anyhow::Context;
 
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::miss::MissResolver;
@@ -196,56 +197,52 @@ async fn consume(
     let mut messages = Puller::new(js.clone(), consumer, settings)
         .await
         .context("starting to consume")?;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = JoinSet::new();
+    // The messages in flight, polled by this task rather than a task each: no spawn, no
+    // permit and no join bookkeeping per message, and their wake-ups come to this one
+    // task (the client's work stays on one thread, the other core left to nats-server
+    // or to other replicas). Boxed: a handler's future is some kilobytes.
+    let mut in_flight = FuturesUnordered::new();
+    let handle = |msg| AssertUnwindSafe(Box::pin(pipeline.handle(msg))).catch_unwind();
     // A final pulling error ends the loop like a stop: what is in flight still finishes.
     let mut ended = None;
-    // Waited on only when a permit or a message is not there at once: each poll of a
-    // token's future takes two locks (and making one takes more), which would be paid
-    // twice per message. A stop is seen at the top of the loop, or while waiting.
+    // Polled last, and only when nothing else is ready: each poll of a token's future
+    // takes locks. A stop is also seen at the top of the loop.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let permit = tokio::select! {
-            biased;
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = &mut stopped => break,
-        };
         let next = tokio::select! {
             biased;
-            next = messages.next() => next,
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                report(done);
+                continue;
+            }
+            next = messages.next(), if in_flight.len() < concurrency => next,
             _ = &mut stopped => break,
         };
         match next {
-            Ok(msg) => {
-                let pipeline = pipeline.clone();
-                // Boxed: the handler's future is some kilobytes, and spawning moves it
-                // by value through several layers before it reaches its task cell (and
-                // the cell's stage is rewritten whole when the task ends).
-                tasks.spawn(Box::pin(async move {
-                    pipeline.handle(msg).await;
-                    drop(permit);
-                }));
-            }
+            Ok(msg) => in_flight.push(handle(msg)),
             Err(e) if e.is_final() => {
                 ended = Some(e);
                 break;
             }
             Err(e) => {
                 // JetStream away for a moment (restarting, electing a leader).
-                drop(permit);
                 tracing::warn!(error = %e, "pulling from the consumer");
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                let pause = tokio::time::sleep(Duration::from_millis(200));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                            _ = &mut stopped => break,
+                            _ = &mut pause => break,
+                            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        report(done);
+                    }
+                        }
                 }
             }
-        }
-        while let Some(ended) = tasks.try_join_next() {
-            shutdown::log_task_end("message handler", ended);
         }
     }
     // Hand back what was prefetched but never started, so another replica can take it
@@ -256,37 +253,87 @@ async fn consume(
     // within the shutdown timeout, like the ones in flight.
     let mut handed_back = 0;
     let expiry = messages.expires();
-    for msg in messages.stop(HAND_BACK_WAIT).await {
+    // The messages in flight go on meanwhile: they are polled only here.
+    let pulled = {
+        let stop_pulling = messages.stop(HAND_BACK_WAIT);
+        tokio::pin!(stop_pulling);
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    report(done);
+                }
+                pulled = &mut stop_pulling => break pulled,
+            }
+        }
+    };
+    for msg in pulled {
         let delivered = Delivery::of_message(&msg).delivered;
         if pipeline.delivery.is_last(delivered) {
-            let pipeline = pipeline.clone();
-            tasks.spawn(async move { pipeline.handle(msg).await });
+            in_flight.push(handle(msg));
         } else if msg.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
             handed_back += 1;
         }
     }
-    // Handlers that have ended but were not yet collected are not in flight.
-    while let Some(ended) = tasks.try_join_next() {
-        shutdown::log_task_end("message handler", ended);
-    }
-    let in_flight = tasks.len();
     tracing::info!(handed_back, "returned prefetched messages");
-    tracing::info!(in_flight, "stopped fetching; finishing in-flight messages");
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "stopped fetching; finishing in-flight messages"
+    );
     let drained = tokio::time::timeout(args.shutdown_timeout, async {
-        while let Some(ended) = tasks.join_next().await {
-            shutdown::log_task_end("message handler", ended);
+        while let Some(done) = in_flight.next().await {
+            report(done);
         }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            left = tasks.len(),
+            left = in_flight.len(),
             "shutdown timeout: unfinished messages will be redelivered"
         );
-        tasks.abort_all();
     }
     match ended {
         Some(e) => Err(e).context("the consumer's message stream ended"),
         None => Ok(()),
+    }
+}
+
+/// How a message's handling ended: a panic (its message and place already logged by the
+/// hook) is logged as an error, and the others go on; the message comes back after
+/// `ack_wait`. Returns whether it panicked.
+fn report(done: std::thread::Result<()>) -> bool {
+    let panicked = done.is_err();
+    if panicked {
+        tracing::error!(task = "message handler", "task panicked");
+    }
+    panicked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_reported_and_the_others_finish() {
+        let mut in_flight = FuturesUnordered::new();
+        for n in 0..3 {
+            in_flight.push(
+                AssertUnwindSafe(async move {
+                    tokio::task::yield_now().await;
+                    assert_ne!(n, 1, "handler {n} fails");
+                })
+                .catch_unwind(),
+            );
+        }
+        let mut panicked = 0;
+        let mut finished = 0;
+        while let Some(done) = in_flight.next().await {
+            if report(done) {
+                panicked += 1;
+            } else {
+                finished += 1;
+            }
+        }
+        assert_eq!((panicked, finished), (1, 2));
     }
 }
