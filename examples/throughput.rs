@@ -17,8 +17,8 @@
 //! the last of its container's configs (the others are tried first and do not match).
 //! Its messages are polled by its own task, as the worker's are (`src/commands/run.rs`);
 //! `FORWARDER_DISPATCH=tasks`, a diagnostic, gives each its own task instead, as the
-//! worker did before (a task each cost the forwarder 20.5-21.5 µs of CPU per event against 11.0-13.2, README,
-//! Performance, and would flatter the worker's ratio).
+//! worker did before: that cost the forwarder 20.5-21.5 µs of CPU per event against
+//! 11.0-13.2 (README, Performance), and would flatter the worker's ratio.
 //! With `routed`, a diagnostic, the forwarder writes the very subjects (one per config)
 //! and headers the worker writes for the same events, so nats-server does the same work
 //! for both and what is left between them is the worker's own.
