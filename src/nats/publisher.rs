@@ -26,6 +26,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::time::error::Elapsed;
 
 /// Why a publish did not get its PubAck, sorted by what the pipeline does about it.
 /// The cause is kept as the source.
@@ -83,7 +84,10 @@ pub struct Publisher {
 }
 
 /// The answer to a publish, awaited with [`Publisher::confirm`].
-type Answer<'a> = Pin<Box<dyn Future<Output = Result<Message, RequestError>> + Send + 'a>>;
+/// The client's request under one timeout, boxed as it is (an `async` block around it
+/// would hold the request twice over, and be copied whole into its box).
+type Answer<'a> =
+    Pin<Box<dyn Future<Output = Result<Result<Message, RequestError>, Elapsed>> + Send + 'a>>;
 
 /// A publish that has been sent and awaits its PubAck.
 pub struct PendingAck<'a>(Answer<'a>);
@@ -117,12 +121,7 @@ impl Publisher {
             .payload(payload)
             .timeout(None);
         let request = self.client.send_request(Subject::from(subject), request);
-        let mut answer: Answer<'_> = Box::pin(async move {
-            match tokio::time::timeout(self.timeout, request).await {
-                Ok(answer) => answer,
-                Err(_) => Err(RequestError::new(RequestErrorKind::TimedOut)),
-            }
-        });
+        let mut answer: Answer<'_> = Box::pin(tokio::time::timeout(self.timeout, request));
         // Polled once now, so that the request is checked and queued for the
         // connection before the caller sends the next: the outputs of a message are
         // in flight together, their PubAcks awaited afterwards. Unconstrained, since
@@ -133,9 +132,10 @@ impl Publisher {
         match futures::poll!(tokio::task::unconstrained(answer.as_mut())) {
             Poll::Pending => Ok(PendingAck(answer)),
             // Refused by the client before it was sent: too large, an invalid subject.
-            Poll::Ready(Err(e)) => Err(self.failure(subject, AckError::Request(e)).await),
-            // Answered already (hardly ever): read like any other answer.
-            Poll::Ready(Ok(m)) => Ok(PendingAck(Box::pin(std::future::ready(Ok(m))))),
+            Poll::Ready(Ok(Err(e))) => Err(self.failure(subject, AckError::Request(e)).await),
+            // Answered already (hardly ever), or out of time at once (a zero timeout):
+            // read like any other answer.
+            Poll::Ready(done) => Ok(PendingAck(Box::pin(std::future::ready(done)))),
         }
     }
 
@@ -146,8 +146,11 @@ impl Publisher {
         pending: PendingAck<'_>,
     ) -> Result<(), PublishFailure> {
         let result = match pending.0.await {
-            Ok(answer) => read_pub_ack(&answer),
-            Err(e) => Err(AckError::Request(e)),
+            Ok(Ok(answer)) => read_pub_ack(&answer),
+            Ok(Err(e)) => Err(AckError::Request(e)),
+            Err(_elapsed) => Err(AckError::Request(RequestError::new(
+                RequestErrorKind::TimedOut,
+            ))),
         };
         match result {
             Ok(()) => Ok(()),
