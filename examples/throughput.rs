@@ -455,8 +455,9 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            // On a runtime worker, as the worker runs its commands (src/main.rs): the
-            // tasks it spawns per message go to that worker's own queue.
+            // On a runtime worker, as the worker runs `run` (src/main.rs): wake-ups of
+            // the forwarding task (or of the tasks it spawns per message) go to that
+            // worker's own queue.
             let concurrency = num(1, 64) as usize;
             let dispatch = match std::env::var("FORWARDER_DISPATCH").as_deref() {
                 Ok("tasks") => Dispatch::Tasks,

@@ -30,11 +30,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        // `run` runs as a task on the runtime's workers, not on this thread: the task it
-        // spawns per message then goes to a worker's own queue instead of the runtime's
-        // shared one, with no thread to wake for it. The other commands stay on this
-        // thread: `replay` and `loadgen` read with async-nats's pull stream, whose count
-        // race that placement makes frequent (see `nats::pull`).
+        // `run` runs as a task on the runtime's workers, not on this thread: its consume
+        // task, which polls every message in flight, is then woken into a worker's own
+        // queue, not by unparking this thread at each wake-up. The other commands stay
+        // on this thread: `replay` and `loadgen` read with async-nats's pull stream,
+        // whose count race that placement makes frequent (see `nats::pull`).
         Command::Run(args) => match runtime.block_on(runtime.spawn(commands::run::main(args))) {
             Ok(code) => code,
             Err(e) => {

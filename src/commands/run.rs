@@ -16,7 +16,7 @@ use anyhow::Context;
 use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
@@ -209,38 +209,44 @@ async fn consume(
     // takes locks. A stop is also seen at the top of the loop.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
-    loop {
-        if stop.is_cancelled() {
-            break;
-        }
-        let next = tokio::select! {
-            biased;
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                report(done);
-                continue;
-            }
-            next = messages.next(), if in_flight.len() < concurrency => next,
-            _ = &mut stopped => break,
-        };
-        match next {
-            Ok(msg) => in_flight.push(handle(msg)),
-            Err(e) if e.is_final() => {
-                ended = Some(e);
+    {
+        // The wait for the next message, kept from one turn of the loop to the next: a
+        // handler finishing meanwhile must not drop it (that would restart its watch
+        // for the server's heartbeats, and register its timer again).
+        let pulls = futures::stream::unfold(&mut messages, |m| async move {
+            let next = m.next().await;
+            Some((next, m))
+        });
+        tokio::pin!(pulls);
+        loop {
+            if stop.is_cancelled() {
                 break;
             }
-            Err(e) => {
-                // JetStream away for a moment (restarting, electing a leader).
-                tracing::warn!(error = %e, "pulling from the consumer");
-                let pause = tokio::time::sleep(Duration::from_millis(200));
-                tokio::pin!(pause);
-                loop {
-                    tokio::select! {
-                            _ = &mut stopped => break,
-                            _ = &mut pause => break,
-                            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                        report(done);
-                    }
+            let next = tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    report(done);
+                    continue;
+                }
+                Some(next) = pulls.next(), if in_flight.len() < concurrency => next,
+                _ = &mut stopped => break,
+            };
+            match next {
+                Ok(msg) => in_flight.push(handle(msg)),
+                Err(e) if e.is_final() => {
+                    ended = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    // JetStream away for a moment (restarting, electing a leader).
+                    tracing::warn!(error = %e, "pulling from the consumer");
+                    let pause = async {
+                        tokio::select! {
+                            _ = &mut stopped => {}
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                         }
+                    };
+                    alongside(&mut in_flight, pause).await;
                 }
             }
         }
@@ -251,29 +257,26 @@ async fn consume(
     // take them (see `Puller::stop`). A message on its last delivery is not handed back
     // (the server would not deliver it again: it would be lost); it is handled here,
     // within the shutdown timeout, like the ones in flight.
-    let mut handed_back = 0;
     let expiry = messages.expires();
-    // The messages in flight go on meanwhile: they are polled only here.
-    let pulled = {
-        let stop_pulling = messages.stop(HAND_BACK_WAIT);
-        tokio::pin!(stop_pulling);
-        loop {
-            tokio::select! {
-                biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    report(done);
-                }
-                pulled = &mut stop_pulling => break pulled,
+    let pulled = alongside(&mut in_flight, messages.stop(HAND_BACK_WAIT)).await;
+    let mut last = Vec::new();
+    let hand_back = async {
+        let mut handed_back = 0;
+        for msg in pulled {
+            if pipeline
+                .delivery
+                .is_last(Delivery::of_message(&msg).delivered)
+            {
+                last.push(msg);
+            } else if msg.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
+                handed_back += 1;
             }
         }
+        handed_back
     };
-    for msg in pulled {
-        let delivered = Delivery::of_message(&msg).delivered;
-        if pipeline.delivery.is_last(delivered) {
-            in_flight.push(handle(msg));
-        } else if msg.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
-            handed_back += 1;
-        }
+    let handed_back = alongside(&mut in_flight, hand_back).await;
+    for msg in last {
+        in_flight.push(handle(msg));
     }
     tracing::info!(handed_back, "returned prefetched messages");
     tracing::info!(
@@ -295,6 +298,25 @@ async fn consume(
     match ended {
         Some(e) => Err(e).context("the consumer's message stream ended"),
         None => Ok(()),
+    }
+}
+
+/// Runs `work` while the messages in flight go on: they are polled by the consume task
+/// alone, so anything it awaits must poll them too.
+async fn alongside<T>(
+    in_flight: &mut (impl Stream<Item = std::thread::Result<()>> + Unpin),
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            // None when nothing is in flight: the branch is then off for this turn.
+            Some(done) = in_flight.next() => {
+                report(done);
+            }
+        }
     }
 }
 

@@ -338,15 +338,21 @@ impl<'a> Scan<'a> {
 /// one the envelope writes needs escaping. Sixteen bytes at a time where there are that
 /// many (SSE2, which every x86_64 has), then eight at a time.
 pub(crate) fn special(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0;
+    // Where the blocks of sixteen ended without a find.
     #[cfg(target_arch = "x86_64")]
-    while at + 16 <= bytes.len() {
-        let mask = sse2::special_mask(sse2::block(&bytes[at..at + 16]));
-        if mask != 0 {
-            return Some(at + mask.trailing_zeros() as usize);
+    let at = {
+        let mut at = 0;
+        while at + 16 <= bytes.len() {
+            let mask = sse2::special_mask(sse2::block(&bytes[at..at + 16]));
+            if mask != 0 {
+                return Some(at + mask.trailing_zeros() as usize);
+            }
+            at += 16;
         }
-        at += 16;
-    }
+        at
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let at = 0;
     special_by_words(&bytes[at..]).map(|i| at + i)
 }
 

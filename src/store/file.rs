@@ -51,6 +51,7 @@ struct State {
     hash: Option<u128>,
 }
 
+#[derive(Clone)]
 enum Origin {
     Path(PathBuf),
     Embedded(&'static str),
@@ -96,7 +97,13 @@ impl FileStore {
     }
 
     fn read(&self) -> Result<Docs, StoreError> {
-        match &self.origin {
+        self.origin.read()
+    }
+}
+
+impl Origin {
+    fn read(&self) -> Result<Docs, StoreError> {
+        match self {
             Origin::Path(p) => read_docs(p),
             Origin::Embedded(text) => parse_docs(text, Kind::Yaml)
                 .map_err(|e| StoreError::invalid("the embedded default configs", e)),
@@ -468,26 +475,30 @@ impl ConfigStore for FileStore {
     }
 
     async fn read_container(&self, container: &str) -> Result<Vec<Value>, StoreError> {
-        // The file as it is now; if it is broken, the last good content stands in.
-        let docs = match self.read() {
-            Ok(docs) => docs,
-            Err(e) => {
-                let last_good = self
-                    .state
-                    .lock()
-                    .expect("file state lock")
-                    .last_good
-                    .clone();
-                match (last_good, &self.origin) {
-                    (Some(text), Origin::Path(path)) => parse_path_text(path, &text)?,
-                    _ => return Err(e),
+        // Read and parsed on the blocking pool: a large file takes a while, and the
+        // worker's messages in flight are all polled by one task, which must not wait.
+        let origin = self.origin.clone();
+        let state = self.state.clone();
+        let container = container.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // The file as it is now; if it is broken, the last good content stands in.
+            let docs = match origin.read() {
+                Ok(docs) => docs,
+                Err(e) => {
+                    let last_good = state.lock().expect("file state lock").last_good.clone();
+                    match (last_good, &origin) {
+                        (Some(text), Origin::Path(path)) => parse_path_text(path, &text)?,
+                        _ => return Err(e),
+                    }
                 }
-            }
-        };
-        Ok(docs
-            .into_values()
-            .filter(|d| landing_container(d) == Some(container))
-            .collect())
+            };
+            Ok(docs
+                .into_values()
+                .filter(|d| landing_container(d) == Some(container.as_str()))
+                .collect())
+        })
+        .await
+        .map_err(|e| StoreError::unavailable("reading the config file", e))?
     }
 
     fn describe(&self) -> String {
