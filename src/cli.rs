@@ -356,7 +356,8 @@ pub struct RunArgs {
     /// Unacknowledged messages the server hands this consumer at most (all replicas).
     #[arg(long, env = "BLOB_ROUTER_MAX_ACK_PENDING", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_ack_pending: i64,
-    /// Messages processed concurrently by this replica.
+    /// Messages processed concurrently by this replica (all polled by one task: a
+    /// replica's routing work uses one core; scale out with replicas).
     #[arg(long, env = "BLOB_ROUTER_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub concurrency: u32,
     /// How long the server waits for an ack before redelivering.
