@@ -6,6 +6,7 @@
 //! consume. Shutdown (SIGTERM/SIGINT): stop fetching, let in-flight messages finish and
 //! ack (bounded by `--shutdown-timeout`), flush, exit 0.
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +18,6 @@ use async_nats::jetstream::{self, AckKind};
 use backon::Retryable;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
-use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::miss::MissResolver;

@@ -337,7 +337,7 @@ impl<'a> Scan<'a> {
 /// character, below 0x20) in `bytes`: where a string without escapes ends, and whether
 /// one the envelope writes needs escaping. Sixteen bytes at a time where there are that
 /// many (SSE2, which every x86_64 has), then eight at a time.
-pub(crate) fn special(bytes: &[u8]) -> Option<usize> {
+fn special(bytes: &[u8]) -> Option<usize> {
     // Where the blocks of sixteen ended without a find.
     #[cfg(target_arch = "x86_64")]
     let at = {

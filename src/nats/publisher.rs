@@ -83,9 +83,9 @@ pub struct Publisher {
     timeout: Duration,
 }
 
-/// The answer to a publish, awaited with [`Publisher::confirm`].
-/// The client's request under one timeout, boxed as it is (an `async` block around it
-/// would hold the request twice over, and be copied whole into its box).
+/// The answer to a publish, awaited with [`Publisher::confirm`]: the client's request
+/// under one timeout, boxed as it is (an `async` block around it would hold the request
+/// twice over, and be copied whole into its box).
 type Answer<'a> =
     Pin<Box<dyn Future<Output = Result<Result<Message, RequestError>, Elapsed>> + Send + 'a>>;
 

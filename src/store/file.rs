@@ -95,13 +95,10 @@ impl FileStore {
             debounce: DEBOUNCE,
         }
     }
-
-    fn read(&self) -> Result<Docs, StoreError> {
-        self.origin.read()
-    }
 }
 
 impl Origin {
+    /// The documents as they are now.
     fn read(&self) -> Result<Docs, StoreError> {
         match self {
             Origin::Path(p) => read_docs(p),
@@ -444,7 +441,7 @@ impl ConfigStore for FileStore {
 
     async fn snapshot(&self) -> Result<Vec<Value>, StoreError> {
         match &self.origin {
-            Origin::Embedded(_) => Ok(self.read()?.into_values().collect()),
+            Origin::Embedded(_) => Ok(self.origin.read()?.into_values().collect()),
             // Only reads: the watcher's base moves with the watcher alone, so a resync
             // can never make it skip an edit it has not sent yet.
             Origin::Path(path) => Ok(read_docs(path)?.into_values().collect()),
