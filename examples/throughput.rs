@@ -19,9 +19,15 @@
 //! `FORWARDER_DISPATCH=tasks`, a diagnostic, gives each its own task instead, as the
 //! worker did before: that cost the forwarder 20.5-21.5 µs of CPU per event against
 //! 11.0-13.2 (README, Performance), and would flatter the worker's ratio.
+//! It publishes on a connection of its own, as the worker does; `FORWARDER_CONNECTIONS=1`,
+//! a diagnostic, publishes on the consuming connection instead, as both did before
+//! 2026-12-03's seventh session.
 //! With `routed`, a diagnostic, the forwarder writes the very subjects (one per config)
 //! and headers the worker writes for the same events, so nats-server does the same work
 //! for both and what is left between them is the worker's own.
+//! `FORWARDER_BUSY_NS=N`, a diagnostic, spends N ns of CPU on each message before
+//! publishing it: what a given amount of work per event costs a forwarder that does no
+//! routing (nats-server's work per event grows with it too, README, Performance).
 //! `$NATS_URL` names the server.
 
 /// The worker's allocator (see `src/main.rs`), so that the yardstick has what the worker
@@ -192,15 +198,39 @@ enum Dispatch {
     Tasks,
 }
 
-/// One message forwarded: published (with its PubAck awaited), then acked.
+/// How the forwarder runs: the yardstick, or one of the diagnostics (module doc).
+#[derive(Clone, Copy)]
+struct Shape {
+    outputs: Outputs,
+    dispatch: Dispatch,
+    /// Publish on a connection of their own (the yardstick), or on the consuming one.
+    own_connection: bool,
+    /// CPU time spent on each message before it is published (zero for the yardstick).
+    busy: Duration,
+}
+
+/// Spins for `busy`: work that costs CPU and nothing else.
+fn spin(busy: Duration) {
+    if busy.is_zero() {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < busy {
+        std::hint::spin_loop();
+    }
+}
+
+/// One message forwarded: published on `js` (with its PubAck awaited), then acked on
+/// the connection it came from.
 async fn forward_one(
     js: &jetstream::Context,
     msg: jetstream::Message,
     body: Vec<u8>,
-    outputs: Outputs,
+    shape: Shape,
 ) -> anyhow::Result<()> {
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-    let (subject, h) = outputs.of(seq);
+    spin(shape.busy);
+    let (subject, h) = shape.outputs.of(seq);
     let ack = js
         .publish_with_headers(subject, h, body.into())
         .await?
@@ -215,8 +245,7 @@ async fn forward(
     js: &jetstream::Context,
     concurrency: usize,
     containers: u64,
-    outputs: Outputs,
-    dispatch: Dispatch,
+    shape: Shape,
 ) -> anyhow::Result<()> {
     let padding = vec![b' '; envelope_padding(containers)];
     let stream = js.get_stream(INPUT).await?;
@@ -239,6 +268,11 @@ async fn forward(
         expires: Duration::from_secs(5),
     };
     let mut messages = Puller::new(js.clone(), &consumer, settings).await?;
+    let publish = if shape.own_connection {
+        jetstream::new(async_nats::connect(url()).await?)
+    } else {
+        js.clone()
+    };
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
     let body = |msg: &jetstream::Message| {
@@ -247,7 +281,7 @@ async fn forward(
         body.extend_from_slice(&padding);
         body
     };
-    match dispatch {
+    match shape.dispatch {
         // As the worker handles its messages (src/commands/run.rs): polled by this task.
         Dispatch::Inline => {
             let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -259,7 +293,7 @@ async fn forward(
                     msg = messages.next(), if pulled < total && in_flight.len() < concurrency => {
                         let msg = msg?;
                         let body = body(&msg);
-                        in_flight.push(Box::pin(forward_one(js, msg, body, outputs)));
+                        in_flight.push(Box::pin(forward_one(&publish, msg, body, shape)));
                         pulled += 1;
                     }
                 }
@@ -273,9 +307,9 @@ async fn forward(
                 let permit = permits.clone().acquire_owned().await?;
                 let msg = messages.next().await?;
                 let body = body(&msg);
-                let js = js.clone();
+                let publish = publish.clone();
                 tasks.spawn(async move {
-                    let r = forward_one(&js, msg, body, outputs).await;
+                    let r = forward_one(&publish, msg, body, shape).await;
                     drop(permit);
                     r
                 });
@@ -291,6 +325,7 @@ async fn forward(
     // The last acks are only queued in the client: the run ends when the server has
     // them (as the worker's does), and they are not lost when the process exits.
     js.client().flush().await?;
+    publish.client().flush().await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "forwarder {total} events in {secs:.2} s: {:.0}/s; {}",
@@ -466,10 +501,24 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::bail!("FORWARDER_DISPATCH is `inline` or `tasks`, not `{other}`")
                 }
             };
-            tokio::spawn(
-                async move { forward(&js, concurrency, containers, outputs, dispatch).await },
-            )
-            .await?
+            let own_connection = match std::env::var("FORWARDER_CONNECTIONS").as_deref() {
+                Ok("2") | Err(_) => true,
+                Ok("1") => false,
+                Ok(other) => anyhow::bail!("FORWARDER_CONNECTIONS is 1 or 2, not `{other}`"),
+            };
+            let busy = match std::env::var("FORWARDER_BUSY_NS") {
+                Ok(ns) => Duration::from_nanos(ns.parse().with_context(|| {
+                    format!("FORWARDER_BUSY_NS is a number of nanoseconds, not `{ns}`")
+                })?),
+                Err(_) => Duration::ZERO,
+            };
+            let shape = Shape {
+                outputs,
+                dispatch,
+                own_connection,
+                busy,
+            };
+            tokio::spawn(async move { forward(&js, concurrency, containers, shape).await }).await?
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
         Some("reset") => reset(&js).await,

@@ -10,13 +10,17 @@
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
 #
-#   [ROUNDS=5] [OUTPUTS=routed] [FORWARDER_DISPATCH=tasks] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
+#   [ROUNDS=5] [OUTPUTS=routed] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
+#   [FORWARDER_BUSY_NS=N] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
-# OUTPUTS=routed (a diagnostic) makes the forwarder write the worker's own subjects and
-# headers, so that nats-server's work is the same in both runs. FORWARDER_DISPATCH=tasks
-# (a diagnostic) runs the forwarder with a task per message, the way the worker ran its
-# messages before 2026-12-03's sixth session (the yardstick is a forwarder run the way
-# the worker runs now).
+# The yardstick is a forwarder run the way the worker runs (its messages polled by one
+# task, its outputs on a connection of their own). Diagnostics, each changing only the
+# forwarder: OUTPUTS=routed makes it write the worker's own subjects and headers, so
+# that nats-server's work is the same in both runs; FORWARDER_DISPATCH=tasks gives each
+# message a task, the way the worker ran before 2026-12-03's sixth session;
+# FORWARDER_CONNECTIONS=1 publishes on the consuming connection, the way the worker did
+# before the seventh; FORWARDER_BUSY_NS=N spends N ns of CPU on each message (what that
+# much work per event costs a forwarder that does no routing).
 #
 # Defaults: 100000 events, concurrency 64, 100 containers x 10 configs (1,000 configs).
 # It starts its own nats-server (JetStream, file storage, a temporary store, a port the

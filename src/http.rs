@@ -21,8 +21,9 @@ use crate::telemetry::Telemetry;
 pub struct HttpState {
     /// Set once the cache is warm and the consumer is about to start.
     pub ready: Arc<AtomicBool>,
-    /// The NATS client, once connected; readiness follows its connection state.
-    pub nats: Arc<std::sync::OnceLock<async_nats::Client>>,
+    /// The NATS clients (consuming, publishing), once connected; ready only while every
+    /// one of them is connected.
+    pub nats: Arc<std::sync::OnceLock<Vec<async_nats::Client>>>,
     pub cache: Arc<ConfigCache>,
     pub registry: prometheus::Registry,
     pub source: String,
@@ -38,10 +39,11 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn ready(State(s): State<HttpState>) -> Response {
-    let connected = s
-        .nats
-        .get()
-        .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected);
+    let connected = s.nats.get().is_some_and(|clients| {
+        clients
+            .iter()
+            .all(|c| c.connection_state() == async_nats::connection::State::Connected)
+    });
     let ready = s.ready.load(Relaxed);
     let body = serde_json::json!({ "ready": ready && connected, "cache_warm": ready, "nats_connected": connected });
     let code = if ready && connected {

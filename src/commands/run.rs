@@ -113,7 +113,15 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             c = nats::connect(&nats_settings, "blob-router") => c?,
             _ = stop.cancelled() => return Ok(()),
         };
-        let _ = nats_cell.set(client.clone());
+        // The outputs go on a connection of their own: nats-server reads each
+        // connection on one goroutine, so the routed messages it stores are then read
+        // beside the pulls and acks of the other, not queued behind them (about a tenth
+        // more throughput on the bench; README, Performance).
+        let publish_client = tokio::select! {
+            c = nats::connect(&nats_settings, "blob-router-publish") => c?,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let _ = nats_cell.set(vec![client.clone(), publish_client.clone()]);
         let js = jetstream::new(client.clone());
         streams::ensure(&js, &args.nats.topology(), args.nats.create_streams).await?;
 
@@ -144,7 +152,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             cache: cache.clone(),
             resolver: MissResolver::new(cache.clone(), source.clone(), args.max_forced_reads as usize),
             // PubAcks awaited at most --publish-timeout each.
-            publisher: Publisher::new(client.clone(), args.publish_timeout),
+            publisher: Publisher::new(publish_client.clone(), args.publish_timeout),
             dlq_prefix: args.nats.dlq_prefix.clone(),
             delivery,
             max_event_bytes: usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),
@@ -155,9 +163,13 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         ready.store(false, Relaxed);
         maintainer_abort.abort();
         let died = maintainer_died.await.unwrap_or(false);
-        // Bounded: with NATS away a flush would wait for a reconnection forever.
-        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
-            Ok(Ok(())) => {}
+        // Bounded: with NATS away a flush would wait for a reconnection forever. Every
+        // output had its PubAck before its input was acked; what may still be queued
+        // is acks (and naks) on the consuming connection, and whatever the publishing
+        // one still holds (a timed-out publish).
+        let flushed = futures::future::try_join(client.flush(), publish_client.flush());
+        match tokio::time::timeout(FLUSH_TIMEOUT, flushed).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing NATS at shutdown"),
             Err(_) => tracing::warn!("NATS unreachable at shutdown; not flushed"),
         }
