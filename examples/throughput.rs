@@ -15,7 +15,9 @@
 //! its PubAck awaited, then the input acked: the worker's delivery guarantees, without
 //! the routing. Events go to the containers of the generated configs, each matched by
 //! the last of its container's configs (the others are tried first and do not match).
-//! Its messages are polled by its own task, as the worker's are (`src/commands/run.rs`);
+//! Its messages are polled by its own task, as the worker's are (`src/commands/run.rs`),
+//! on a runtime with one worker thread, where its connections' tasks run too (as the
+//! worker's message runtime);
 //! `FORWARDER_DISPATCH=tasks`, a diagnostic, gives each its own task instead, as the
 //! worker did before: that cost the forwarder 20.5-21.5 µs of CPU per event against
 //! 11.0-13.2 (README, Performance), and would flatter the worker's ratio.
@@ -460,7 +462,9 @@ async fn reset(js: &jetstream::Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
+// One runtime worker, as the worker handles its messages (`MessageRuntime` in
+// src/commands/run.rs): the forwarding task and the connections' tasks share its thread.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
@@ -490,9 +494,8 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            // On a runtime worker, as the worker runs `run` (src/main.rs): wake-ups of
-            // the forwarding task (or of the tasks it spawns per message) go to that
-            // worker's own queue.
+            // On the runtime's worker, not on this thread: wake-ups of the forwarding
+            // task (or of the tasks it spawns per message) go to that worker's queue.
             let concurrency = num(1, 64) as usize;
             let dispatch = match std::env::var("FORWARDER_DISPATCH").as_deref() {
                 Ok("tasks") => Dispatch::Tasks,
