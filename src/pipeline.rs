@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -115,42 +116,86 @@ struct Redirect {
 
 impl Pipeline {
     /// Handles one message to its end: acked, or nak'ed for a later retry.
-    pub async fn handle(&self, msg: Message) {
-        let started = Instant::now();
-        let counters = &self.cache.metrics().counters;
-        counters.messages_received.fetch_add(1, Relaxed);
-        let Delivery {
-            stream,
-            stream_seq,
-            delivered,
-        } = Delivery::of_message(&msg);
-        let input = InputMessage {
-            subject: msg.subject.as_str(),
-            payload: &msg.payload,
-            headers: msg.headers.as_ref(),
-            stream,
-            stream_seq,
-            received_at: SystemTime::now(),
-        };
-        let event_type = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(headers::EVENT_TYPE))
-            .map(|v| v.as_str());
+    // Not an `async fn`: an async fn moves its argument into a slot of its own when it
+    // is first polled, so its future held the 408-byte message twice.
+    #[allow(clippy::manual_async_fn)]
+    pub fn handle(&self, msg: Message) -> impl Future<Output = ()> + Send + '_ {
+        async move {
+            let msg = &msg;
+            let started = Instant::now();
+            let counters = &self.cache.metrics().counters;
+            counters.messages_received.fetch_add(1, Relaxed);
+            let Delivery {
+                stream,
+                stream_seq,
+                delivered,
+            } = Delivery::of_message(msg);
+            let input = InputMessage {
+                subject: msg.subject.as_str(),
+                payload: &msg.payload,
+                headers: msg.headers.as_ref(),
+                stream,
+                stream_seq,
+                received_at: SystemTime::now(),
+            };
+            let event_type = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::EVENT_TYPE))
+                .map(|v| v.as_str());
 
+            let plans = match self.plan(&msg.payload, event_type).await {
+                Ok(plans) => plans,
+                Err(e) => {
+                    let why = "config source unavailable on a miss";
+                    return Box::pin(self.failed(msg, &input, delivered, why, &*e)).await;
+                }
+            };
+
+            match self.publish_all(msg, &input, plans).await {
+                Ok(tally) => {
+                    if let Err(e) = msg.ack().await {
+                        // Redelivery will republish; de-duplication keeps outputs single.
+                        tracing::warn!(error = %e, seq = stream_seq, "ack failed");
+                        return;
+                    }
+                    counters.events_routed.fetch_add(tally.routed, Relaxed);
+                    for (reason, n) in tally.dead {
+                        counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
+                    }
+                    self.cache
+                        .metrics()
+                        .record_latency(started.elapsed().as_secs_f64());
+                }
+                // The failure paths are boxed: their futures are large and rarely run, and
+                // every message's future would otherwise carry (and copy) their size.
+                Err(e) => Box::pin(self.failed(msg, &input, delivered, "publish failed", &e)).await,
+            }
+        }
+    }
+
+    /// What to do with each record of a message: route it (to the match) or dead-letter
+    /// it (why). Fails only when a miss could not be resolved (the source unavailable).
+    /// A function of its own, so that the records it holds while it awaits a miss do
+    /// not take room in the future of [`Self::handle`] beside that of the publishing.
+    async fn plan(
+        &self,
+        payload: &[u8],
+        event_type: Option<&str>,
+    ) -> Result<Vec<Plan>, Arc<StoreError>> {
         // Most messages are one record.
         let mut plans = Vec::with_capacity(1);
-        if msg.payload.len() > self.max_event_bytes {
+        if payload.len() > self.max_event_bytes {
             plans.push(Plan::Dead(DeadLetterPlan::message(
                 Reason::OversizedEvent,
                 format!(
                     "message of {} bytes is over --max-event-bytes {}; not parsed",
-                    msg.payload.len(),
+                    payload.len(),
                     self.max_event_bytes
                 ),
             )));
         } else {
-            for record in event::parse(&msg.payload, event_type) {
+            for record in event::parse(payload, event_type) {
                 let plan = match record {
                     Err(e) => Plan::Dead(DeadLetterPlan {
                         reason: Reason::from(&e.error),
@@ -169,35 +214,14 @@ impl Pipeline {
                             event_id: Some(record.event.id.clone()),
                             whole: false,
                         }),
-                        Err(e) => {
-                            let why = "config source unavailable on a miss";
-                            return Box::pin(self.failed(&msg, &input, delivered, why, &*e)).await;
-                        }
+                        Err(e) => return Err(e),
                     },
                 };
                 plans.push(plan);
             }
         }
 
-        match self.publish_all(&msg, &input, plans).await {
-            Ok(tally) => {
-                if let Err(e) = msg.ack().await {
-                    // Redelivery will republish; de-duplication keeps outputs single.
-                    tracing::warn!(error = %e, seq = stream_seq, "ack failed");
-                    return;
-                }
-                counters.events_routed.fetch_add(tally.routed, Relaxed);
-                for (reason, n) in tally.dead {
-                    counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
-                }
-                self.cache
-                    .metrics()
-                    .record_latency(started.elapsed().as_secs_f64());
-            }
-            // The failure paths are boxed: their futures are large and rarely run, and
-            // every message's task would otherwise carry (and copy) their size.
-            Err(e) => Box::pin(self.failed(&msg, &input, delivered, "publish failed", &e)).await,
-        }
+        Ok(plans)
     }
 
     /// The message failed (`why`, `error`): nak it for a later retry, or, on its last
