@@ -19,8 +19,10 @@
 //! on a runtime with one worker thread, where its connections' tasks run too (as the
 //! worker's message runtime);
 //! `FORWARDER_DISPATCH=tasks`, a diagnostic, gives each its own task instead, as the
-//! worker did before: that cost the forwarder 20.5-21.5 µs of CPU per event against
-//! 11.0-13.2 (README, Performance), and would flatter the worker's ratio.
+//! worker did before the sixth session of 2026-12-03: that cost the forwarder 20.5-21.5
+//! µs of CPU per event against 11.0-13.2 then (README, Performance), on a runtime of
+//! two workers; on this one-worker runtime it measures a task per message, not the
+//! worker as it was.
 //! It publishes on a connection of its own, as the worker does; `FORWARDER_CONNECTIONS=1`,
 //! a diagnostic, publishes on the consuming connection instead, as both did before
 //! 2026-12-03's seventh session.
@@ -494,8 +496,6 @@ async fn main() -> anyhow::Result<()> {
                 },
                 _ => Outputs::Plain,
             };
-            // On the runtime's worker, not on this thread: wake-ups of the forwarding
-            // task (or of the tasks it spawns per message) go to that worker's queue.
             let concurrency = num(1, 64) as usize;
             let dispatch = match std::env::var("FORWARDER_DISPATCH").as_deref() {
                 Ok("tasks") => Dispatch::Tasks,
@@ -521,6 +521,8 @@ async fn main() -> anyhow::Result<()> {
                 own_connection,
                 busy,
             };
+            // On the runtime's worker, not on this thread: wake-ups of the forwarding
+            // task (or of the tasks it spawns per message) go to that worker's queue.
             tokio::spawn(async move { forward(&js, concurrency, containers, shape).await }).await?
         }
         Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,

@@ -30,9 +30,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        // `run` runs as a task on the runtime's workers, not on this thread: its consume
-        // task, which polls every message in flight, is then woken into a worker's own
-        // queue, not by unparking this thread at each wake-up. The other commands stay
+        // `run` runs as a task on the runtime's workers, not on this thread (its
+        // messages have a runtime of their own, see `MessageRuntime` in
+        // commands/run.rs; the rest, HTTP and the cache's upkeep, is woken into a
+        // worker's queue rather than by unparking this thread). The other commands stay
         // on this thread: `replay` and `loadgen` read with async-nats's pull stream,
         // whose count race that placement makes frequent (see `nats::pull`).
         Command::Run(args) => match runtime.block_on(runtime.spawn(commands::run::main(args))) {

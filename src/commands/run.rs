@@ -110,16 +110,16 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
     let messages_rt = MessageRuntime::start()?;
     let result = async {
-        let client = tokio::select! {
-            c = messages_rt.connect(&nats_settings, "blob-router") => c?,
-            _ = stop.cancelled() => return Ok(()),
-        };
         // The outputs go on a connection of their own: nats-server reads each
         // connection on one goroutine, so the routed messages it stores are then read
-        // beside the pulls and acks of the other, not queued behind them (about a tenth
-        // more throughput on the bench; README, Performance).
-        let publish_client = tokio::select! {
-            c = messages_rt.connect(&nats_settings, "blob-router-publish") => c?,
+        // beside the pulls and acks of the other, not queued behind them (README,
+        // Performance, 2026-12-03's seventh session). Both are made at once, within
+        // one --nats-connect-timeout.
+        let (client, publish_client) = tokio::select! {
+            c = futures::future::try_join(
+                messages_rt.connect(&nats_settings, "blob-router"),
+                messages_rt.connect(&nats_settings, "blob-router-publish"),
+            ) => c?,
             _ = stop.cancelled() => return Ok(()),
         };
         let _ = nats_cell.set(vec![client.clone(), publish_client.clone()]);
@@ -170,11 +170,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             },
             stop.clone(),
         );
-        messages_rt
-            .handle()
-            .spawn(consuming)
-            .await
-            .context("the consume task ended abnormally")??;
+        // Its result is looked at after the flush below: the acks of the messages that
+        // finished before a failure must still reach the server.
+        let consumed = messages_rt.handle().spawn(consuming).await;
         ready.store(false, Relaxed);
         maintainer_abort.abort();
         let died = maintainer_died.await.unwrap_or(false);
@@ -188,6 +186,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing NATS at shutdown"),
             Err(_) => tracing::warn!("NATS unreachable at shutdown; not flushed"),
         }
+        consumed.context("the consume task ended abnormally")??;
         if died {
             anyhow::bail!("the config cache maintainer ended unexpectedly");
         }
@@ -206,9 +205,11 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
 /// task and both NATS connections' tasks run (async-nats runs a connection's I/O on the
 /// runtime that connected it). A message's wake-ups (its delivery, its PubAck, its
 /// ack) then stay on that thread, instead of waking a second worker of a shared runtime
-/// for each: that cost the worker 2-5 µs of CPU per event (README, Performance). The
-/// main runtime keeps the rest (HTTP, the cache's maintenance, MongoDB), so a long
-/// resync of a large cache does not hold the messages up.
+/// for each: that cost the worker 2-5 µs of CPU per event (README, Performance,
+/// 2026-12-03's seventh session). The main runtime keeps the rest (HTTP, the cache's
+/// maintenance, MongoDB), so a long resync of a large cache does not hold the messages
+/// up; only a forced read on a miss is awaited here (a file's on this runtime's
+/// blocking pool).
 struct MessageRuntime(Option<tokio::runtime::Runtime>);
 
 impl MessageRuntime {

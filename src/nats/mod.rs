@@ -50,16 +50,24 @@ pub async fn connect(
         .with_jitter()
         .with_total_delay(Some(settings.patience))
         .without_max_times();
+    // Each line about a connection names it: a command may hold more than one.
+    let connection: std::sync::Arc<str> = name.into();
     let client = (|| async {
+        let connection = connection.clone();
         settings
             .options()
             .name(name)
             .connection_timeout(Duration::from_secs(3))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                    async_nats::Event::Connected => tracing::info!("NATS connected"),
-                    other => tracing::debug!(event = %other, "NATS event"),
+            .event_callback(move |event| {
+                let connection = connection.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(%connection, "NATS disconnected")
+                        }
+                        async_nats::Event::Connected => tracing::info!(%connection, "NATS connected"),
+                        other => tracing::debug!(%connection, event = %other, "NATS event"),
+                    }
                 }
             })
             .connect(settings.url.as_str())
@@ -68,7 +76,7 @@ pub async fn connect(
     .retry(policy)
     .sleep(tokio::time::sleep)
     .when(|e| classify(e) == Failure::Transient)
-    .notify(|err, wait| tracing::warn!(url = %shown, error = %err, retry_in = ?wait, "NATS connect failed"))
+    .notify(|err, wait| tracing::warn!(url = %shown, %connection, error = %err, retry_in = ?wait, "NATS connect failed"))
     .await
     .map_err(|e| match classify(&e) {
         Failure::Auth(reason) => ConnectError::Auth {
@@ -85,7 +93,7 @@ pub async fn connect(
             source: e,
         },
     })?;
-    tracing::info!(url = %shown, "connected to NATS");
+    tracing::info!(url = %shown, %connection, "connected to NATS");
     Ok(client)
 }
 
