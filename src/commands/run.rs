@@ -194,7 +194,8 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     }
     .await;
 
-    messages_rt.stop();
+    // Its tasks are the NATS connections', flushed above.
+    drop(messages_rt);
     http_stop.cancel();
     shutdown::log_task_end("HTTP server", http_task.await);
     telemetry.shutdown();
@@ -241,16 +242,10 @@ impl MessageRuntime {
             .context("the NATS connect task ended abnormally")??;
         Ok(client)
     }
-
-    /// Stops the runtime without waiting for its tasks (the connections' own, which
-    /// end with the process); dropping it in async code would panic.
-    fn stop(mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
+/// Stops the runtime without waiting for its tasks (the connections' own, which end
+/// with the process): dropping a runtime as it is, in async code, would panic.
 impl Drop for MessageRuntime {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
