@@ -131,9 +131,9 @@ pub struct Envelope<'a> {
     pub config_version: i64,
     /// The fields the config's pattern extracted.
     pub metadata: Metadata<'a>,
-    pub event: &'a BlobEvent,
+    pub event: &'a BlobEvent<'a>,
     /// The record's JSON exactly as the input held it.
-    pub raw: &'a RawJson,
+    pub raw: &'a RawJson<'a>,
     /// No string of `event` needs escaping ([`ParsedRecord::plain`]): they are copied
     /// without a look. `false` is always correct.
     pub plain: bool,
@@ -160,7 +160,7 @@ impl<'a> Envelope<'a> {
     pub fn new(
         config: &'a SourceConfig,
         metadata: &'a [(&'a str, &'a str)],
-        record: &'a ParsedRecord,
+        record: &'a ParsedRecord<'a>,
     ) -> Self {
         Envelope {
             source_id: &config.id,
@@ -178,7 +178,7 @@ impl<'a> Envelope<'a> {
     pub fn routed(
         config: &'a SourceConfig,
         fields: &'a [(usize, Range<usize>)],
-        record: &'a ParsedRecord,
+        record: &'a ParsedRecord<'a>,
     ) -> Self {
         Envelope {
             source_id: &config.id,
@@ -290,7 +290,7 @@ fn json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// Headers of a routed message: `Nats-Msg-Id` `<event id>:<source id>` (one event
 /// routed by one config is stored once, however often it is redone), the source id and
 /// the event id.
-pub fn routed_headers(event: &BlobEvent, config: &SourceConfig) -> HeaderMap {
+pub fn routed_headers(event: &BlobEvent<'_>, config: &SourceConfig) -> HeaderMap {
     // Names as static constants (no check, no allocation) and values moved in: this
     // runs for every routed event.
     const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);

@@ -55,8 +55,8 @@ pub struct Pipeline {
 /// Where one record of a message is going. Plans live briefly in a per-message Vec;
 /// boxing the large variant would cost an allocation per routed event instead.
 #[allow(clippy::large_enum_variant)]
-enum Plan {
-    Route { m: Match, record: ParsedRecord },
+enum Plan<'a> {
+    Route { m: Match, record: ParsedRecord<'a> },
     Dead(DeadLetterPlan),
 }
 
@@ -105,7 +105,7 @@ struct Sent<'p> {
     /// A config's subject, or a dead letter's.
     subject: Cow<'p, str>,
     pending: PendingAck<'p>,
-    plan: &'p Plan,
+    plan: &'p Plan<'p>,
 }
 
 /// A routed output JetStream can never store, dead-lettered in a second round.
@@ -178,11 +178,11 @@ impl Pipeline {
     /// it (why). Fails only when a miss could not be resolved (the source unavailable).
     /// A function of its own, so that the records it holds while it awaits a miss do
     /// not take room in the future of [`Self::handle`] beside that of the publishing.
-    async fn plan(
+    async fn plan<'m>(
         &self,
-        payload: &[u8],
+        payload: &'m [u8],
         event_type: Option<&str>,
-    ) -> Result<Vec<Plan>, Arc<StoreError>> {
+    ) -> Result<Vec<Plan<'m>>, Arc<StoreError>> {
         // Most messages are one record.
         let mut plans = Vec::with_capacity(1);
         if payload.len() > self.max_event_bytes {
@@ -211,7 +211,7 @@ impl Pipeline {
                                 "no enabled config for container `{}` matches path `{}`",
                                 record.event.container, record.event.path
                             ),
-                            event_id: Some(record.event.id.clone()),
+                            event_id: Some(record.event.id.to_string()),
                             whole: false,
                         }),
                         Err(e) => return Err(e),
@@ -279,7 +279,7 @@ impl Pipeline {
     }
 
     /// Cache first; on a miss, one coalesced forced read of the container, then again.
-    async fn route(&self, event: &BlobEvent) -> Result<Option<Match>, Arc<StoreError>> {
+    async fn route(&self, event: &BlobEvent<'_>) -> Result<Option<Match>, Arc<StoreError>> {
         let counters = &self.cache.metrics().counters;
         if let Some(m) = router::decide(event, &self.cache.load()) {
             counters.cache_hits.fetch_add(1, Relaxed);
@@ -307,7 +307,7 @@ impl Pipeline {
         &self,
         msg: &Message,
         input: &InputMessage<'_>,
-        plans: Vec<Plan>,
+        plans: Vec<Plan<'_>>,
     ) -> Result<Tally, PublishFailure> {
         let mut tally = Tally::default();
         let mut sent: VecDeque<Sent<'_>> = VecDeque::with_capacity(plans.len().min(PUBLISH_WINDOW));
@@ -414,7 +414,11 @@ const TRUNCATE_MARGIN: usize = 16 * 1024;
 
 /// Turns a permanent failure of a routed publish into a second-round dead letter;
 /// anything else (or any failure of a dead letter) fails the message.
-fn redirect(plan: &Plan, idx: usize, failure: PublishFailure) -> Result<Redirect, PublishFailure> {
+fn redirect(
+    plan: &Plan<'_>,
+    idx: usize,
+    failure: PublishFailure,
+) -> Result<Redirect, PublishFailure> {
     let dead = match (plan, failure) {
         (Plan::Route { m, record }, PublishFailure::NoStream(subject)) => DeadLetterPlan {
             reason: Reason::NoStreamForSubject,
@@ -422,13 +426,13 @@ fn redirect(plan: &Plan, idx: usize, failure: PublishFailure) -> Result<Redirect
                 "config `{}` routes to `{subject}`, which no stream captures",
                 m.config.id
             ),
-            event_id: Some(record.event.id.clone()),
+            event_id: Some(record.event.id.to_string()),
             whole: false,
         },
         (Plan::Route { m, record }, PublishFailure::Rejected(why)) => DeadLetterPlan {
             reason: Reason::PublishRejected,
             detail: format!("routing to `{}` was refused: {why}", m.config.subject),
-            event_id: Some(record.event.id.clone()),
+            event_id: Some(record.event.id.to_string()),
             whole: false,
         },
         // Too large to store with our headers: the second round truncates it.

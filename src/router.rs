@@ -39,7 +39,7 @@ impl Match {
 pub fn decide(event: &BlobEvent, index: &Index) -> Option<Match> {
     index
         .screened(&event.container, &event.path)
-        .filter(|c| c.account.is_none() || c.account == event.account)
+        .filter(|c| c.account.is_none() || c.account.as_deref() == event.account.as_deref())
         .find_map(|c| {
             // One pass over the path for a candidate that does not match; captures are
             // extracted for the winner only.
@@ -72,12 +72,12 @@ mod tests {
         config(doc)
     }
 
-    fn event(container: &str, path: &str, account: Option<&str>) -> BlobEvent {
+    fn event<'a>(container: &'a str, path: &'a str, account: Option<&'a str>) -> BlobEvent<'a> {
         BlobEvent {
             id: "e1".into(),
             format: EventFormat::EventGrid,
             event_type: "Microsoft.Storage.BlobCreated".into(),
-            account: account.map(str::to_string),
+            account: account.map(Into::into),
             container: container.into(),
             path: path.into(),
             size: Some(1),
@@ -178,22 +178,29 @@ mod tests {
             Index::build([&config])
         }
 
-        /// An Event Grid event for `path` in container `c`, as parsed.
-        fn record(path: &str) -> ParsedRecord {
-            let body = json!({
+        /// An Event Grid event for `path` in container `c`, as a message holds it.
+        fn body(path: &str) -> Vec<u8> {
+            json!({
                 "id": "e-1", "eventType": "Microsoft.Storage.BlobCreated",
                 "subject": format!("/blobServices/default/containers/c/blobs/{path}"),
                 "topic": "/subscriptions/s/providers/Microsoft.Storage/storageAccounts/acct",
                 "eventTime": "2024-05-14T09:21:37Z", "data": {"contentLength": 5}
-            });
-            let mut records = event::parse(body.to_string().as_bytes(), None);
+            })
+            .to_string()
+            .into_bytes()
+        }
+
+        /// The one record of `body`, as parsed.
+        fn record(body: &[u8]) -> ParsedRecord<'_> {
+            let mut records = event::parse(body, None);
             records.pop().unwrap().unwrap()
         }
 
         #[test]
         fn the_envelope_has_the_contract_shape() {
             let index = index(None);
-            let record = record("deep/er/path.bin");
+            let body = body("deep/er/path.bin");
+            let record = record(&body);
             let m = decide(&record.event, &index).unwrap();
             let envelope = Envelope::routed(&m.config, m.fields(), &record).to_bytes();
             let body: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
@@ -220,7 +227,8 @@ mod tests {
                 a in segment(), b in segment(), c in segment(),
             ) {
                 let index = index(Some("{a}/{b}/x-{c}.json"));
-                let record = record(&format!("{a}/{b}/x-{c}.json"));
+                let body = body(&format!("{a}/{b}/x-{c}.json"));
+                let record = record(&body);
                 let m = decide(&record.event, &index).unwrap();
                 let pairs = m.metadata(&record.event.path);
                 prop_assert_eq!(&pairs, &vec![("a", a.as_str()), ("b", b.as_str()), ("c", c.as_str())]);

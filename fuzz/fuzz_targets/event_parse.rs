@@ -59,7 +59,9 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// What a result means to the router, for the determinism check.
-fn comparable(result: &event::RecordResult) -> Result<(&event::BlobEvent, &str), &RecordError> {
+fn comparable<'r>(
+    result: &'r event::RecordResult<'_>,
+) -> Result<(&'r event::BlobEvent<'r>, &'r str), &'r RecordError> {
     result.as_ref().map(|r| (&r.event, r.raw.get()))
 }
 
@@ -98,7 +100,7 @@ fn check_count(body: &[u8], count: usize, first_is_err: bool) {
     assert_eq!(count, 1, "one result for a message without records");
 }
 
-fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
+fn check_record(record: &ParsedRecord<'_>, body: &[u8], header: Option<&str>) {
     let e = &record.event;
     assert!(!e.id.is_empty(), "empty id: {e:?}");
     assert!(!e.container.is_empty(), "empty container: {e:?}");
@@ -167,7 +169,7 @@ fn check_record(record: &ParsedRecord, body: &[u8], header: Option<&str>) {
     check_headers(&headers);
     let envelope = Envelope::new(config, &[], record).to_bytes();
     let back: serde_json::Value = serde_json::from_slice(&envelope).expect("envelope is JSON");
-    assert_eq!(back["event"]["path"].as_str(), Some(e.path.as_str()));
+    assert_eq!(back["event"]["path"].as_str(), Some(&*e.path));
 }
 
 fn check_error(error: &RecordError, input: &Bytes, idx: usize) {

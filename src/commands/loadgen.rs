@@ -295,7 +295,7 @@ impl Generator {
             .into_iter()
             .next()
             .and_then(|r| r.ok())
-            .map(|r| r.event.id)
+            .map(|r| r.event.id.into_owned())
             .unwrap_or(id);
         Synthetic {
             format,
@@ -836,7 +836,11 @@ mod tests {
                 .map(|n| {
                     let ev = g.next(n);
                     let r = event::parse(&ev.body, ev.event_type).remove(0).unwrap();
-                    (ev.format, r.event.container, r.event.path)
+                    (
+                        ev.format,
+                        r.event.container.into_owned(),
+                        r.event.path.into_owned(),
+                    )
                 })
                 .collect::<Vec<_>>()
         };

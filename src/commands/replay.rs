@@ -212,7 +212,7 @@ impl Filter<'_> {
 }
 
 /// The records of a dead letter that it is about: the one its event id names, else all.
-fn records_of(dl: &DeadLetter) -> Vec<RecordResult> {
+fn records_of(dl: &DeadLetter) -> Vec<RecordResult<'_>> {
     let event_type = dl
         .other_headers
         .iter()
@@ -248,7 +248,7 @@ fn verdict(record: &RecordResult, cache: &ConfigCache) -> Result<Arc<SourceConfi
 /// [`verdict`] in words, checking streams too: a routed message no stream captures
 /// would be dead-lettered `no_stream_for_subject`.
 async fn evaluate(
-    record: &RecordResult,
+    record: &RecordResult<'_>,
     cache: &ConfigCache,
     streams: &mut SubjectStreams<'_>,
 ) -> String {
@@ -386,7 +386,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
             let container = records
                 .iter()
                 .find_map(|r| r.as_ref().ok())
-                .map(|r| r.event.container.clone());
+                .map(|r| r.event.container.to_string());
             *summary
                 .by_container
                 .entry(container.clone().unwrap_or_else(|| "(unknown)".into()))
@@ -412,7 +412,7 @@ async fn replay(args: &ReplayArgs) -> anyhow::Result<Summary> {
                         event_id: dl.event_id.clone(),
                         subject: dl.original_subject.clone(),
                         container,
-                        path: first.map(|r| r.event.path.clone()),
+                        path: first.map(|r| r.event.path.to_string()),
                         detail: dl.detail.clone(),
                         would,
                     });

@@ -115,6 +115,10 @@ pub struct SourceConfig {
     /// Resolved: the explicit list, or all captures when the list was empty (shared by
     /// every config with the same list).
     pub extract_fields: Arc<[String]>,
+    /// `extract_fields` are the pattern's captures in their order (the default, and the
+    /// usual explicit list): field `i` is capture `i`, with no names to compare for each
+    /// routed event. Beside the other flags, it takes no room of its own.
+    fields_are_captures: bool,
     /// Resolved route subject.
     pub subject: String,
     /// [`SourceConfigDoc::fingerprint`] of the document it was built from: the cache keeps
@@ -237,6 +241,9 @@ impl SourceConfig {
             });
         }
         let fingerprint = doc.fingerprint();
+        let fields_are_captures = pattern
+            .as_ref()
+            .is_none_or(|p| p.captures() == &extract_fields[..]);
         Ok(SourceConfig {
             id: doc.id.clone(),
             version: doc.version,
@@ -247,6 +254,7 @@ impl SourceConfig {
             account: ing.account.clone(),
             pattern,
             extract_fields,
+            fields_are_captures,
             subject,
             fingerprint,
             stored_fingerprint: None,
@@ -294,6 +302,13 @@ impl SourceConfig {
         };
         let captures = pattern.captures();
         pattern.match_with(path, |values| {
+            if self.fields_are_captures {
+                return values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, value)| (i, within(path, value)))
+                    .collect();
+            }
             let mut fields = Vec::with_capacity(self.extract_fields.len());
             for (f, field) in self.extract_fields.iter().enumerate() {
                 // Every extract field names a capture (checked when the config was

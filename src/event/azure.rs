@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::{
-    malformed, object, opt_string, opt_u64, req_str, unsupported, BlobEvent, EventError,
+    malformed, object, opt_string, opt_u64, piece, req_str, unsupported, BlobEvent, EventError,
     EventFormat, Field, Raw, Text,
 };
 
@@ -31,7 +31,7 @@ impl<'a, N, S: Field<'a>> AzureBlobData<N, S> {
     fn read(
         self,
         size: impl FnOnce(N) -> Result<Option<u64>, EventError>,
-    ) -> Result<BlobData, EventError> {
+    ) -> Result<BlobData<'a>, EventError> {
         Ok((
             size(self.content_length)?,
             opt_string(self.etag, "data.eTag")?,
@@ -82,25 +82,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for AzureData<'a> {
 }
 
 /// An Azure event's `data`, as a schema's struct holds it: its size, eTag and content type.
-pub(super) trait DataField {
-    fn read(self) -> Result<BlobData, EventError>;
+pub(super) trait DataField<'a> {
+    fn read(self) -> Result<BlobData<'a>, EventError>;
 }
 
 /// Size, eTag and content type.
-type BlobData = (Option<u64>, Option<String>, Option<String>);
+type BlobData<'a> = (Option<u64>, Option<Cow<'a, str>>, Option<Cow<'a, str>>);
 
-impl DataField for Raw<'_> {
-    fn read(self) -> Result<BlobData, EventError> {
+impl<'a> DataField<'a> for Raw<'a> {
+    fn read(self) -> Result<BlobData<'a>, EventError> {
         let Some(raw) = self else {
             return Ok((None, None, None));
         };
-        let data: AzureBlobData<Raw<'_>, Raw<'_>> = object(raw.get(), "data")?;
+        let data: AzureBlobData<Raw<'a>, Raw<'a>> = object(raw.get(), "data")?;
         data.read(|n| opt_u64(n, "data.contentLength"))
     }
 }
 
-impl DataField for Option<AzureData<'_>> {
-    fn read(self) -> Result<BlobData, EventError> {
+impl<'a> DataField<'a> for Option<AzureData<'a>> {
+    fn read(self) -> Result<BlobData<'a>, EventError> {
         match self {
             Some(AzureData(data)) => data.read(Ok),
             None => Ok((None, None, None)),
@@ -125,8 +125,8 @@ pub(super) fn require_azure_created(event_type: &str) -> Result<(), EventError> 
 /// schema's struct holds string fields and `data` (raw, or read with the message).
 pub(super) struct AzureEvent<'a, S, D> {
     pub(super) format: EventFormat,
-    pub(super) id: &'a str,
-    pub(super) event_type: &'a str,
+    pub(super) id: Cow<'a, str>,
+    pub(super) event_type: Cow<'a, str>,
     /// `topic` (Event Grid) or `source` (CloudEvents): the storage account's resource id.
     pub(super) resource: Option<Cow<'a, str>>,
     pub(super) subject: S,
@@ -136,24 +136,23 @@ pub(super) struct AzureEvent<'a, S, D> {
 }
 
 /// Builds the [`BlobEvent`] of an Azure blob-created event whose id and type were checked.
-pub(super) fn azure_blob_event<'a, S: Field<'a>, D: DataField>(
-    ev: AzureEvent<'_, S, D>,
-) -> Result<BlobEvent, EventError> {
+pub(super) fn azure_blob_event<'a, S: Field<'a>, D: DataField<'a>>(
+    ev: AzureEvent<'a, S, D>,
+) -> Result<BlobEvent<'a>, EventError> {
     let subject = req_str(ev.subject, "subject")?;
     let (container, path) = parse_azure_subject(&subject)?;
     let event_time = opt_string(ev.time, ev.time_field)?;
     let (size, etag, content_type) = ev.data.read()?;
     Ok(BlobEvent {
-        id: ev.id.to_owned(),
+        id: ev.id,
         format: ev.format,
-        event_type: ev.event_type.to_owned(),
+        event_type: ev.event_type,
         account: ev
             .resource
-            .as_deref()
-            .and_then(azure_account)
-            .map(str::to_owned),
-        container: container.to_owned(),
-        path: path.to_owned(),
+            .as_ref()
+            .and_then(|r| azure_account(r).map(|account| piece(r, account))),
+        container: piece(&subject, container),
+        path: piece(&subject, path),
         size,
         etag,
         content_type,
@@ -185,21 +184,68 @@ fn parse_azure_subject(subject: &str) -> Result<(&str, &str), EventError> {
 /// The account name in `/subscriptions/…/providers/Microsoft.Storage/storageAccounts/<account>`
 /// (resource ids are case-insensitive). None when the resource id is not a storage account.
 fn azure_account(resource: &str) -> Option<&str> {
-    const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
     let bytes = resource.as_bytes();
     // The marker starts with `/`: only those places are tried (found by memchr, many
-    // bytes at a time), and only where a `p` follows is the whole marker compared.
-    let start = memchr::memchr_iter(b'/', bytes).find(|&i| {
-        bytes
-            .get(i + 1)
-            .is_some_and(|b| b.eq_ignore_ascii_case(&b'p'))
-            && bytes[i..]
-                .get(..MARKER.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(MARKER))
-    })? + MARKER.len();
-    // MARKER is ASCII, so `start` is a char boundary.
-    let account = resource[start..].split('/').next()?;
+    // bytes at a time), each compared eight bytes at a time.
+    let start = memchr::memchr_iter(b'/', bytes)
+        .find(|&i| bytes.get(i..i + MARKER.len()).is_some_and(is_marker))?
+        + MARKER.len();
+    // MARKER is ASCII, so `start` is a char boundary, and so is the `/` after it.
+    let rest = &resource[start..];
+    let account = &rest[..memchr::memchr(b'/', rest.as_bytes()).unwrap_or(rest.len())];
     (!account.is_empty()).then_some(account)
+}
+
+/// What comes before a storage account's name in its resource id, lowercase.
+const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
+
+/// Whether `window` (as long as [`MARKER`]) is it, ignoring ASCII case: eight bytes at
+/// a time, each or'ed with 0x20 where the marker has a letter (which folds exactly its
+/// upper case onto it) and compared as it is elsewhere. The last word overlaps the one
+/// before it.
+fn is_marker(window: &[u8]) -> bool {
+    const WORDS: usize = MARKER.len().div_ceil(8);
+    /// Where word `w` starts: every eight bytes, the last one ending with the marker.
+    const fn at(w: usize) -> usize {
+        if w + 1 == WORDS {
+            MARKER.len() - 8
+        } else {
+            w * 8
+        }
+    }
+    const fn word(bytes: &[u8], at: usize) -> u64 {
+        let mut w = [0; 8];
+        let mut i = 0;
+        while i < 8 {
+            w[i] = bytes[at + i];
+            i += 1;
+        }
+        u64::from_le_bytes(w)
+    }
+    /// The marker's words, and for each the 0x20 bits of its letters.
+    const TABLE: [(u64, u64); WORDS] = {
+        let mut table = [(0, 0); WORDS];
+        let mut w = 0;
+        while w < WORDS {
+            let mut fold = [0; 8];
+            let mut i = 0;
+            while i < 8 {
+                if MARKER[at(w) + i].is_ascii_lowercase() {
+                    fold[i] = 0x20;
+                }
+                i += 1;
+            }
+            table[w] = (word(MARKER, at(w)), u64::from_le_bytes(fold));
+            w += 1;
+        }
+        table
+    };
+    window.len() == MARKER.len()
+        && TABLE.iter().enumerate().all(|(w, &(marker, fold))| {
+            let text =
+                u64::from_le_bytes(window[at(w)..at(w) + 8].try_into().expect("eight bytes"));
+            text | fold == marker
+        })
 }
 
 #[cfg(test)]

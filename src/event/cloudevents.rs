@@ -30,13 +30,16 @@ pub(super) struct Event<S, D> {
 }
 
 /// Parses one CloudEvents event; `raw` is the event object.
-pub(super) fn parse(raw: &str) -> RecordResult {
+pub(super) fn parse(raw: &str) -> RecordResult<'_> {
     let ev: Event<Raw<'_>, Raw<'_>> = object(raw, "event").map_err(no_id)?;
     read(raw, ev)
 }
 
 /// Reads the fields of the CloudEvents event `raw`.
-pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -> RecordResult {
+pub(super) fn read<'a, S: Field<'a>, D: DataField<'a>>(
+    raw: &'a str,
+    ev: Event<S, D>,
+) -> RecordResult<'a> {
     let version = req_str(ev.specversion, "specversion").map_err(no_id)?;
     if version != "1.0" {
         return Err(no_id(malformed(format!(
@@ -50,8 +53,9 @@ pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -
     require_azure_created(&event_type).map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::CloudEvents,
-        id: &id,
-        event_type: &event_type,
+        // Copies of a reference, unless the strings had escapes: their errors need them.
+        id: id.clone(),
+        event_type: event_type.clone(),
         resource: Some(source),
         subject: ev.subject,
         time: ev.time,

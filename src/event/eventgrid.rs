@@ -29,13 +29,16 @@ pub(super) struct Event<S, D> {
 }
 
 /// Parses one Event Grid event; `raw` is the event object.
-pub(super) fn parse(raw: &str) -> RecordResult {
+pub(super) fn parse(raw: &str) -> RecordResult<'_> {
     let ev: Event<Raw<'_>, Raw<'_>> = object(raw, "event").map_err(no_id)?;
     read(raw, ev)
 }
 
 /// Reads the fields of the Event Grid event `raw`.
-pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -> RecordResult {
+pub(super) fn read<'a, S: Field<'a>, D: DataField<'a>>(
+    raw: &'a str,
+    ev: Event<S, D>,
+) -> RecordResult<'a> {
     let id = req_non_empty(ev.id, "id").map_err(no_id)?;
     let fail = with_id(&id);
     let event_type = req_str(ev.event_type, "eventType").map_err(&fail)?;
@@ -43,8 +46,9 @@ pub(super) fn read<'a, S: Field<'a>, D: DataField>(raw: &str, ev: Event<S, D>) -
     let resource = ev.topic.text("topic").map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::EventGrid,
-        id: &id,
-        event_type: &event_type,
+        // Copies of a reference, unless the strings had escapes: their errors need them.
+        id: id.clone(),
+        event_type: event_type.clone(),
         resource,
         subject: ev.subject,
         time: ev.event_time,

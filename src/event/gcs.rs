@@ -38,8 +38,8 @@ struct Resource<'a> {
 
 /// Parses a GCS object resource; `raw` is the whole object, `header_event_type` the
 /// notification's `eventType`.
-pub(super) fn parse(raw: &str, header_event_type: Option<&str>) -> RecordResult {
-    let res: Resource = object(raw, "event").map_err(no_id)?;
+pub(super) fn parse<'a>(raw: &'a str, header_event_type: Option<&str>) -> RecordResult<'a> {
+    let res: Resource<'a> = object(raw, "event").map_err(no_id)?;
     let own_id = opt_str(res.id, "id")
         .map_err(no_id)?
         .filter(|id| !id.is_empty());
@@ -59,16 +59,14 @@ pub(super) fn parse(raw: &str, header_event_type: Option<&str>) -> RecordResult 
     };
     let event = BlobEvent {
         id: match &own_id {
-            Some(id) => id.clone().into_owned(),
-            None => derive_id(EventFormat::Gcs, raw),
+            Some(id) => id.clone(),
+            None => derive_id(EventFormat::Gcs, raw).into(),
         },
         format: EventFormat::Gcs,
-        event_type: event_type.to_owned(),
+        event_type: event_type.into(),
         account: None,
-        container: req_non_empty(res.bucket, "bucket")
-            .map_err(&fail)?
-            .into_owned(),
-        path: req_non_empty(res.name, "name").map_err(&fail)?.into_owned(),
+        container: req_non_empty(res.bucket, "bucket").map_err(&fail)?,
+        path: req_non_empty(res.name, "name").map_err(&fail)?,
         size: size(res.size).map_err(&fail)?,
         etag: opt_string(res.etag, "etag").map_err(&fail)?,
         content_type: opt_string(res.content_type, "contentType").map_err(&fail)?,

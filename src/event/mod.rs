@@ -18,8 +18,8 @@
 //! strings and `data` object they should be (by hand in `scan` for the common
 //! event, by serde otherwise); where that fails, it is probed with
 //! [`RawValue`] slices and read by its schema's own structs. Fields borrow from the
-//! message bytes; only the final [`BlobEvent`] and a copy of the record's raw JSON are
-//! allocated. Nothing here recurses on
+//! message bytes, and so do the [`BlobEvent`] and the record's raw JSON: only a string
+//! with escapes, a URL-decoded S3 key and an id we derive are copies. Nothing here recurses on
 //! its own: nesting is bounded by serde_json (its recursion limit, and its non-recursive
 //! skipping of ignored values).
 
@@ -63,33 +63,35 @@ impl EventFormat {
     }
 }
 
-/// The normalized blob-created event.
+/// The normalized blob-created event. Its strings borrow from the message they were
+/// read from wherever they are its text as it is (no escapes in them, not URL-decoded,
+/// not made by us): every routed event would otherwise copy each of them once more.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BlobEvent {
+pub struct BlobEvent<'a> {
     /// The event's own id, or one derived from the record's raw JSON (see [`derive_id`]).
-    pub id: String,
+    pub id: Cow<'a, str>,
     pub format: EventFormat,
     /// e.g. "Microsoft.Storage.BlobCreated", "ObjectCreated:Put", "OBJECT_FINALIZE".
-    pub event_type: String,
+    pub event_type: Cow<'a, str>,
     /// Azure storage account name; None for S3/MinIO/GCS.
-    pub account: Option<String>,
+    pub account: Option<Cow<'a, str>>,
     /// Container / bucket.
-    pub container: String,
+    pub container: Cow<'a, str>,
     /// Blob path / object key (URL-decoded for S3/MinIO).
-    pub path: String,
+    pub path: Cow<'a, str>,
     pub size: Option<u64>,
-    pub etag: Option<String>,
-    pub content_type: Option<String>,
+    pub etag: Option<Cow<'a, str>>,
+    pub content_type: Option<Cow<'a, str>>,
     /// As given by the producer (RFC 3339 string).
-    pub event_time: Option<String>,
+    pub event_time: Option<Cow<'a, str>>,
 }
 
 /// One record of a message that parsed to a created event, with the record's own raw JSON
 /// (the array element / S3 record / the whole object for single-event messages).
 #[derive(Debug)]
-pub struct ParsedRecord {
-    pub event: BlobEvent,
-    pub raw: RawJson,
+pub struct ParsedRecord<'a> {
+    pub event: BlobEvent<'a>,
+    pub raw: RawJson<'a>,
     /// No string of `event` holds a character that JSON escapes (`"`, `\`, a control
     /// character), so the routed envelope copies them as they are instead of looking.
     /// Set when each of them is text of `raw`'s strings (or an id we made) and `raw`
@@ -99,19 +101,20 @@ pub struct ParsedRecord {
 }
 
 /// A record's JSON text exactly as the message held it (whitespace around it aside),
-/// checked by the parse that read it: the routed envelope embeds it as it is.
+/// checked by the parse that read it: the routed envelope embeds it as it is. A piece
+/// of the message, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawJson(Box<str>);
+pub struct RawJson<'a>(&'a str);
 
-impl RawJson {
+impl<'a> RawJson<'a> {
     /// `text` if it is one JSON value (whitespace around it dropped).
-    pub fn parse(text: &str) -> serde_json::Result<Self> {
-        let raw: &RawValue = serde_json::from_str(text)?;
-        Ok(RawJson(raw.get().into()))
+    pub fn parse(text: &'a str) -> serde_json::Result<Self> {
+        let raw: &'a RawValue = serde_json::from_str(text)?;
+        Ok(RawJson(raw.get()))
     }
 
-    pub fn get(&self) -> &str {
-        &self.0
+    pub fn get(&self) -> &'a str {
+        self.0
     }
 }
 
@@ -132,13 +135,13 @@ pub struct RecordError {
     pub event_id: Option<String>,
 }
 
-pub type RecordResult = Result<ParsedRecord, RecordError>;
+pub type RecordResult<'a> = Result<ParsedRecord<'a>, RecordError>;
 
 /// Parses one message body. Never panics, never returns an empty Vec: a message with N
 /// records yields N results; a message that is not parseable at all yields exactly one Err.
 /// `header_event_type` is the value of the message header `eventType` (how GCS Pub/Sub
 /// notifications carry their event type); other formats ignore it.
-pub fn parse(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
+pub fn parse<'a>(body: &'a [u8], header_event_type: Option<&str>) -> Vec<RecordResult<'a>> {
     let text = match message_text(body) {
         Ok(text) => text,
         Err(e) => return vec![Err(e)],
@@ -173,8 +176,12 @@ fn message_text(body: &[u8]) -> Result<&str, RecordError> {
 /// [`parse`] of a message's text ([`message_text`]): its root value checked first, then
 /// read by shape. `one_pass`: event objects are tried with the one-pass read
 /// ([`Fields`]) before they are probed.
-fn parse_root(text: &str, header_event_type: Option<&str>, one_pass: bool) -> Vec<RecordResult> {
-    let root: &RawValue = match serde_json::from_str(text) {
+fn parse_root<'a>(
+    text: &'a str,
+    header_event_type: Option<&str>,
+    one_pass: bool,
+) -> Vec<RecordResult<'a>> {
+    let root: &'a RawValue = match serde_json::from_str(text) {
         Ok(root) => root,
         Err(e) => return vec![Err(no_id(malformed(format!("not valid JSON: {e}"))))],
     };
@@ -193,7 +200,7 @@ fn parse_root(text: &str, header_event_type: Option<&str>, one_pass: bool) -> Ve
 /// [`parse`] without the one-pass read: the root checked, every object probed and read
 /// by its schema's own structs. Tests hold [`parse`] to it.
 #[cfg(test)]
-fn parse_probed(body: &[u8], header_event_type: Option<&str>) -> Vec<RecordResult> {
+fn parse_probed<'a>(body: &'a [u8], header_event_type: Option<&str>) -> Vec<RecordResult<'a>> {
     match message_text(body) {
         Ok(text) => parse_root(text, header_event_type, false),
         Err(e) => vec![Err(e)],
@@ -320,7 +327,7 @@ impl<'a> Read<'a> {
     }
 
     /// The Event Grid event `raw` (this object's text).
-    fn event_grid(self, raw: &str) -> RecordResult {
+    fn event_grid(self, raw: &'a str) -> RecordResult<'a> {
         match self {
             Read::Probed(_) => eventgrid::parse(raw),
             Read::Fields(f) => eventgrid::read(
@@ -338,7 +345,7 @@ impl<'a> Read<'a> {
     }
 
     /// The CloudEvents event `raw` (this object's text).
-    fn cloud_events(self, raw: &str) -> RecordResult {
+    fn cloud_events(self, raw: &'a str) -> RecordResult<'a> {
         match self {
             Read::Probed(_) => cloudevents::parse(raw),
             Read::Fields(f) => cloudevents::read(
@@ -368,7 +375,7 @@ struct Shape<'a> {
     s3_service_event: Raw<'a>,
 }
 
-fn parse_array(root: &RawValue, one_pass: bool) -> Vec<RecordResult> {
+fn parse_array(root: &RawValue, one_pass: bool) -> Vec<RecordResult<'_>> {
     let elements: Vec<&RawValue> = match serde_json::from_str(root.get()) {
         Ok(elements) => elements,
         Err(e) => return vec![Err(no_id(malformed(format!("not valid JSON: {e}"))))],
@@ -383,7 +390,7 @@ fn parse_array(root: &RawValue, one_pass: bool) -> Vec<RecordResult> {
 }
 
 /// An element of a top-level array: an Event Grid or CloudEvents event.
-fn parse_array_element(raw: &RawValue, one_pass: bool) -> RecordResult {
+fn parse_array_element(raw: &RawValue, one_pass: bool) -> RecordResult<'_> {
     let raw = raw.get();
     if first_byte(raw) != b'{' {
         return Err(no_id(malformed("array element must be a JSON object")));
@@ -402,7 +409,11 @@ fn parse_array_element(raw: &RawValue, one_pass: bool) -> RecordResult {
 }
 
 /// A message that is one event object: `raw` is its text, `read` how it was read.
-fn parse_object(raw: &str, read: Read<'_>, header_event_type: Option<&str>) -> Vec<RecordResult> {
+fn parse_object<'a>(
+    raw: &'a str,
+    read: Read<'a>,
+    header_event_type: Option<&str>,
+) -> Vec<RecordResult<'a>> {
     let shape = read.shape();
     if let Some(records) = shape.records {
         return s3::parse(records, shape.minio);
@@ -497,20 +508,36 @@ fn with_opt_id(id: Option<&str>) -> impl Fn(EventError) -> RecordError + '_ {
 
 /// `raw` is the record's JSON text, as read by the parse, and each string of `event` a
 /// piece of one of its strings or an id we made (see [`ParsedRecord::plain`]).
-fn record(event: BlobEvent, raw: &str) -> ParsedRecord {
+fn record<'a>(event: BlobEvent<'a>, raw: &'a str) -> ParsedRecord<'a> {
     ParsedRecord {
         event,
         plain: memchr::memchr(b'\\', raw.as_bytes()).is_none(),
-        raw: RawJson(raw.into()),
+        raw: RawJson(raw),
     }
 }
 
 /// A record whose strings are not all pieces of its raw JSON's (S3's decoded keys).
-fn record_decoded(event: BlobEvent, raw: &str) -> ParsedRecord {
+fn record_decoded<'a>(event: BlobEvent<'a>, raw: &'a str) -> ParsedRecord<'a> {
     ParsedRecord {
         event,
         plain: false,
-        raw: RawJson(raw.into()),
+        raw: RawJson(raw),
+    }
+}
+
+/// `part`, a slice of `whole`, kept as long as `whole`'s text: borrowed from the message
+/// when `whole` is, a copy when `whole` is one (a string with escapes, read unescaped).
+fn piece<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    match whole {
+        Cow::Borrowed(text) => {
+            let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            match text.get(start..start.wrapping_add(part.len())) {
+                Some(borrowed) if borrowed.as_ptr() == part.as_ptr() => Cow::Borrowed(borrowed),
+                // Not a slice of `whole` after all (a caller's mistake): a copy is right too.
+                _ => Cow::Owned(part.to_owned()),
+            }
+        }
+        Cow::Owned(_) => Cow::Owned(part.to_owned()),
     }
 }
 
@@ -553,8 +580,8 @@ fn req_raw<'a>(value: Raw<'a>, field: &str) -> Result<&'a RawValue, EventError> 
     value.ok_or_else(|| malformed(format!("missing field `{field}`")))
 }
 
-fn opt_string<'a>(value: impl Field<'a>, field: &str) -> Result<Option<String>, EventError> {
-    Ok(value.text(field)?.map(Cow::into_owned))
+fn opt_string<'a>(value: impl Field<'a>, field: &str) -> Result<Option<Cow<'a, str>>, EventError> {
+    value.text(field)
 }
 
 fn opt_u64(value: Raw<'_>, field: &str) -> Result<Option<u64>, EventError> {

@@ -59,7 +59,7 @@ struct Object<'a> {
 
 /// Parses the `Records` array of an S3/MinIO message: one result per record.
 /// `minio_message` is set when the message has MinIO's top-level `EventName`.
-pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult> {
+pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult<'_>> {
     if first_byte(records.get()) != b'[' {
         return vec![Err(no_id(malformed("field `Records` must be an array")))];
     }
@@ -77,7 +77,10 @@ pub(super) fn parse(records: &RawValue, minio_message: bool) -> Vec<RecordResult
         .collect()
 }
 
-fn parse_record(raw: &RawValue, minio_message: bool) -> Result<(BlobEvent, &RawValue), EventError> {
+fn parse_record(
+    raw: &RawValue,
+    minio_message: bool,
+) -> Result<(BlobEvent<'_>, &RawValue), EventError> {
     if first_byte(raw.get()) != b'{' {
         return Err(malformed("each of `Records` must be an object"));
     }
@@ -115,12 +118,12 @@ fn parse_record(raw: &RawValue, minio_message: bool) -> Result<(BlobEvent, &RawV
         return Err(malformed("field `s3.object.key` must not be empty"));
     }
     let event = BlobEvent {
-        id: derive_id(format, raw.get()),
+        id: derive_id(format, raw.get()).into(),
         format,
-        event_type: event_name.into_owned(),
+        event_type: event_name,
         account: None,
-        container: bucket.into_owned(),
-        path: key,
+        container: bucket,
+        path: key.into(),
         size: opt_u64(obj.size, "s3.object.size")?,
         etag: opt_string(obj.etag, "s3.object.eTag")?,
         content_type: opt_string(obj.content_type, "s3.object.contentType")?,

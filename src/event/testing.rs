@@ -6,7 +6,7 @@ use super::{parse, EventError, ParsedRecord, RecordError, RecordResult};
 
 /// The only result of parsing `body` (with the message header `eventType` set to
 /// `header_event_type`); panics unless the message yields exactly one.
-pub(super) fn single(body: &[u8], header_event_type: Option<&str>) -> RecordResult {
+pub(super) fn single<'a>(body: &'a [u8], header_event_type: Option<&str>) -> RecordResult<'a> {
     let mut results = parse(body, header_event_type);
     assert_eq!(results.len(), 1, "expected exactly one result");
     results.pop().unwrap()
@@ -18,7 +18,7 @@ pub(super) fn json(bytes: &[u8]) -> serde_json::Value {
 }
 
 /// The raw JSON a record kept, as a [`serde_json::Value`].
-pub(super) fn raw_json(record: &ParsedRecord) -> serde_json::Value {
+pub(super) fn raw_json(record: &ParsedRecord<'_>) -> serde_json::Value {
     serde_json::from_str(record.raw.get()).unwrap()
 }
 

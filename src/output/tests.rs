@@ -201,7 +201,7 @@ mod envelope_reference {
         config_version: i64,
         #[serde(serialize_with = "as_map")]
         metadata: &'a [(String, String)],
-        event: &'a BlobEvent,
+        event: &'a BlobEvent<'a>,
         raw: &'a serde_json::value::RawValue,
     }
 
@@ -253,18 +253,20 @@ mod envelope_reference {
         options: &[Option<String>],
         format: EventFormat,
         size: Option<u64>,
-    ) -> BlobEvent {
+    ) -> BlobEvent<'static> {
+        let string = |i: usize| Cow::Owned(strings[i].clone());
+        let option = |i: usize| options[i].clone().map(Cow::Owned);
         BlobEvent {
-            id: strings[0].clone(),
+            id: string(0),
             format,
-            event_type: strings[1].clone(),
-            account: options[0].clone(),
-            container: strings[2].clone(),
-            path: strings[3].clone(),
+            event_type: string(1),
+            account: option(0),
+            container: string(2),
+            path: string(3),
             size,
-            etag: options[1].clone(),
-            content_type: options[2].clone(),
-            event_time: options[3].clone(),
+            etag: option(1),
+            content_type: option(2),
+            event_time: option(3),
         }
     }
 

@@ -129,11 +129,8 @@ fn wrong_types_are_malformed_naming_the_field() {
 
 #[test]
 fn non_storage_source_has_no_account() {
-    let record = single(
-        &with_field(CREATED, "source", Some("/some/other/source".into())),
-        None,
-    )
-    .unwrap();
+    let body = with_field(CREATED, "source", Some("/some/other/source".into()));
+    let record = single(&body, None).unwrap();
     assert_eq!(record.event.account, None);
     assert_eq!(record.event.container, "qc-analyzer-landing");
 }

@@ -10,7 +10,7 @@ const CREATED: &[u8] = include_bytes!("../../../fixtures/events/eventgrid.json")
 const ARRAY: &[u8] = include_bytes!("../../../fixtures/events/eventgrid-array.json");
 const DELETED: &[u8] = include_bytes!("../../../fixtures/events/eventgrid-deleted.json");
 
-fn expected_0042() -> BlobEvent {
+fn expected_0042() -> BlobEvent<'static> {
     BlobEvent {
         id: "831e1650-001e-001b-66ab-eeb76e069631".into(),
         format: EventFormat::EventGrid,
@@ -160,7 +160,8 @@ fn wrong_types_are_malformed_naming_the_field() {
         ),
     ];
     for (field, value, detail, id) in cases {
-        let result = single(&with_field(CREATED, field, Some(value)), None);
+        let body = with_field(CREATED, field, Some(value));
+        let result = single(&body, None);
         assert_eq!(
             malformed(result),
             (detail.to_owned(), id.map(str::to_owned))

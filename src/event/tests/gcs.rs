@@ -9,7 +9,7 @@ const CREATED: &[u8] = include_bytes!("../../../fixtures/events/gcs.json");
 const ID: &str = "qc-analyzer-landing/results/plantation-7/tea/batch-0042.json/1715678497512345";
 const FINALIZE: Option<&str> = Some("OBJECT_FINALIZE");
 
-fn expected() -> BlobEvent {
+fn expected() -> BlobEvent<'static> {
     BlobEvent {
         id: ID.into(),
         format: EventFormat::Gcs,
@@ -55,7 +55,8 @@ fn missing_header_is_unsupported() {
 
 #[test]
 fn size_may_be_a_number() {
-    let record = single(&with_field(CREATED, "size", Some(18234.into())), FINALIZE).unwrap();
+    let body = with_field(CREATED, "size", Some(18234.into()));
+    let record = single(&body, FINALIZE).unwrap();
     assert_eq!(record.event.size, Some(18234));
 }
 

@@ -79,7 +79,7 @@ fn derived_ids_are_stable_across_redeliveries() {
     let ids = |body: &[u8]| -> Vec<String> {
         parse_message(body, None)
             .into_iter()
-            .map(|r| r.unwrap().event.id)
+            .map(|r| r.unwrap().event.id.into_owned())
             .collect()
     };
     let first = ids(S3);
@@ -101,7 +101,7 @@ fn minio_fixture_parses() {
     assert_eq!(
         record.event,
         BlobEvent {
-            id: derive_id(EventFormat::Minio, record.raw.get()),
+            id: derive_id(EventFormat::Minio, record.raw.get()).into(),
             format: EventFormat::Minio,
             event_type: "s3:ObjectCreated:Put".into(),
             account: None,
@@ -120,7 +120,8 @@ fn minio_fixture_parses() {
 fn minio_is_detected_by_event_source_alone() {
     let mut record = s3_record("s3:ObjectCreated:Put", "a%2Fb.json");
     record["eventSource"] = "minio:s3".into();
-    let results = parse_message(&s3_message(serde_json::json!([record])), None);
+    let body = s3_message(serde_json::json!([record]));
+    let results = parse_message(&body, None);
     let event = &results[0].as_ref().unwrap().event;
     assert_eq!(event.format, EventFormat::Minio);
     assert_eq!(event.path, "a/b.json");
@@ -134,13 +135,11 @@ fn key_is_url_decoded_plus_first() {
     assert_eq!(decode_key("caf%C3%A9").unwrap(), "caf\u{e9}");
     // A stray `%` that is not an escape stays as it is.
     assert_eq!(decode_key("100%").unwrap(), "100%");
-    let results = parse_message(
-        &s3_message(serde_json::json!([s3_record(
-            "ObjectCreated:Put",
-            "a+b%2Fc"
-        )])),
-        None,
-    );
+    let body = s3_message(serde_json::json!([s3_record(
+        "ObjectCreated:Put",
+        "a+b%2Fc"
+    )]));
+    let results = parse_message(&body, None);
     assert_eq!(results[0].as_ref().unwrap().event.path, "a b/c");
 }
 
@@ -168,7 +167,8 @@ fn non_created_events_are_unsupported() {
             "event name `s3:ObjectCreated:Put` is not an object-created event",
         ),
     ] {
-        let result = single(&s3_message(serde_json::json!([s3_record(name, "k")])), None);
+        let body = s3_message(serde_json::json!([s3_record(name, "k")]));
+        let result = single(&body, None);
         assert_eq!(unsupported(result), (detail.into(), None));
     }
     let mut minio = json(MINIO);
