@@ -33,6 +33,42 @@ fn created_fixture_parses() {
     assert_eq!(raw_json(&record), json(CREATED));
 }
 
+/// A routed event's strings are pieces of the message, not copies; only a string with
+/// escapes (read unescaped) is one, and the pieces cut from it are too.
+#[test]
+fn strings_borrow_from_the_message_unless_escaped() {
+    use std::borrow::Cow;
+    let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
+    let record = single(CREATED, None).unwrap();
+    let e = &record.event;
+    for s in [&e.id, &e.event_type, &e.container, &e.path]
+        .into_iter()
+        .chain(
+            [&e.account, &e.etag, &e.content_type, &e.event_time]
+                .into_iter()
+                .flatten(),
+        )
+    {
+        assert!(borrowed(s), "{s:?} is a copy");
+    }
+    assert!(CREATED
+        .windows(record.raw.get().len())
+        .any(|w| std::ptr::eq(w.as_ptr(), record.raw.get().as_ptr())));
+
+    let text = std::str::from_utf8(CREATED).unwrap().replace(
+        "/containers/qc-analyzer-landing/blobs/",
+        r"/containers/qc-analyzer-\u006canding/blobs/a\/",
+    );
+    let record = single(text.as_bytes(), None).unwrap();
+    assert_eq!(record.event.container, "qc-analyzer-landing");
+    assert_eq!(
+        record.event.path,
+        "a/results/plantation-7/tea/batch-0042.json"
+    );
+    assert!(!borrowed(&record.event.container) && !borrowed(&record.event.path));
+    assert!(borrowed(&record.event.id));
+}
+
 #[test]
 fn array_fixture_parses_each_element() {
     let results = parse(ARRAY, None);
