@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -24,7 +25,7 @@ use async_nats::jetstream::{AckKind, Message};
 
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
-use crate::event::{self, BlobEvent, ParsedRecord};
+use crate::event::{self, ParsedRecord, RecordResult};
 use crate::nats::consumer::{Delivery, DeliveryPolicy};
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
@@ -97,6 +98,10 @@ impl DeadLetterPlan {
         )
     }
 }
+
+/// The rest of a record's planning after a cache miss (see [`Pipeline::classify`]):
+/// boxed, as misses are rare and the record lives in it.
+type Miss<'s, 'm> = Pin<Box<dyn Future<Output = Result<Plan<'m>, Arc<StoreError>>> + Send + 's>>;
 
 /// An output sent and awaiting its PubAck.
 struct Sent<'p> {
@@ -176,52 +181,88 @@ impl Pipeline {
 
     /// What to do with each record of a message: route it (to the match) or dead-letter
     /// it (why). Fails only when a miss could not be resolved (the source unavailable).
-    /// A function of its own, so that the records it holds while it awaits a miss do
-    /// not take room in the future of [`Self::handle`] beside that of the publishing.
+    /// A function of its own, so that what it holds while it awaits a miss does not take
+    /// room in the future of [`Self::handle`] beside that of the publishing; and no
+    /// record is held here across that await (the miss path owns its record in a box of
+    /// its own), so this future keeps no room for one either.
     async fn plan<'m>(
         &self,
         payload: &'m [u8],
         event_type: Option<&str>,
     ) -> Result<Vec<Plan<'m>>, Arc<StoreError>> {
-        // Most messages are one record.
-        let mut plans = Vec::with_capacity(1);
         if payload.len() > self.max_event_bytes {
-            plans.push(Plan::Dead(DeadLetterPlan::message(
+            return Ok(vec![Plan::Dead(DeadLetterPlan::message(
                 Reason::OversizedEvent,
                 format!(
                     "message of {} bytes is over --max-event-bytes {}; not parsed",
                     payload.len(),
                     self.max_event_bytes
                 ),
-            )));
-        } else {
-            for record in event::parse(payload, event_type) {
-                let plan = match record {
-                    Err(e) => Plan::Dead(DeadLetterPlan {
-                        reason: Reason::from(&e.error),
-                        detail: e.error.to_string(),
-                        event_id: e.event_id,
-                        whole: false,
-                    }),
-                    Ok(record) => match self.route(&record.event).await {
-                        Ok(Some(m)) => Plan::Route { m, record },
-                        Ok(None) => Plan::Dead(DeadLetterPlan {
-                            reason: Reason::NoMatchingConfig,
-                            detail: format!(
-                                "no enabled config for container `{}` matches path `{}`",
-                                record.event.container, record.event.path
-                            ),
-                            event_id: Some(record.event.id.to_string()),
-                            whole: false,
-                        }),
-                        Err(e) => return Err(e),
-                    },
-                };
-                plans.push(plan);
-            }
+            ))]);
         }
-
+        let mut records = event::parse(payload, event_type).into_iter();
+        let mut plans = Vec::with_capacity(records.len());
+        loop {
+            // The record, and what becomes of it, live in a block that ends before the
+            // await: anything in scope there would keep room in this future, moved or not.
+            let miss = {
+                let next = records.next();
+                let Some(record) = next else { break };
+                match self.classify(record) {
+                    Ok(plan) => {
+                        plans.push(plan);
+                        continue;
+                    }
+                    Err(miss) => miss,
+                }
+            };
+            plans.push(miss.await?);
+        }
         Ok(plans)
+    }
+
+    /// The plan for a record the cache decides (a match, or a record that did not
+    /// parse), or, on a miss, the boxed work that decides it after a forced read.
+    fn classify<'s, 'm: 's>(&'s self, record: RecordResult<'m>) -> Result<Plan<'m>, Miss<'s, 'm>> {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                return Ok(Plan::Dead(DeadLetterPlan {
+                    reason: Reason::from(&e.error),
+                    detail: e.error.to_string(),
+                    event_id: e.event_id,
+                    whole: false,
+                }))
+            }
+        };
+        match router::decide(&record.event, &self.cache.load()) {
+            Some(m) => {
+                let counters = &self.cache.metrics().counters;
+                counters.cache_hits.fetch_add(1, Relaxed);
+                Ok(Plan::Route { m, record })
+            }
+            None => Err(Box::pin(self.after_miss(record))),
+        }
+    }
+
+    /// A record the cache has no match for: one coalesced forced read of its container,
+    /// then the cache again; routed, or dead-lettered as `no_matching_config`.
+    async fn after_miss<'m>(&self, record: ParsedRecord<'m>) -> Result<Plan<'m>, Arc<StoreError>> {
+        let counters = &self.cache.metrics().counters;
+        counters.cache_misses.fetch_add(1, Relaxed);
+        self.resolver.resolve(&record.event.container).await?;
+        Ok(match router::decide(&record.event, &self.cache.load()) {
+            Some(m) => Plan::Route { m, record },
+            None => Plan::Dead(DeadLetterPlan {
+                reason: Reason::NoMatchingConfig,
+                detail: format!(
+                    "no enabled config for container `{}` matches path `{}`",
+                    record.event.container, record.event.path
+                ),
+                event_id: Some(record.event.id.to_string()),
+                whole: false,
+            }),
+        })
     }
 
     /// The message failed (`why`, `error`): nak it for a later retry, or, on its last
@@ -278,18 +319,6 @@ impl Pipeline {
         }
     }
 
-    /// Cache first; on a miss, one coalesced forced read of the container, then again.
-    async fn route(&self, event: &BlobEvent<'_>) -> Result<Option<Match>, Arc<StoreError>> {
-        let counters = &self.cache.metrics().counters;
-        if let Some(m) = router::decide(event, &self.cache.load()) {
-            counters.cache_hits.fetch_add(1, Relaxed);
-            return Ok(Some(m));
-        }
-        counters.cache_misses.fetch_add(1, Relaxed);
-        self.resolver.resolve(&event.container).await?;
-        Ok(router::decide(event, &self.cache.load()))
-    }
-
     /// Hands the message back for redelivery after a growing delay.
     async fn nak(&self, msg: &Message, delivered: i64) {
         if let Err(e) = msg
@@ -319,7 +348,8 @@ impl Pipeline {
                 }
             }
             if idx > 0 && idx % PROGRESS_EVERY == 0 {
-                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                // Boxed: rare, and its future is large.
+                if let Err(e) = Box::pin(msg.ack_with(AckKind::Progress)).await {
                     tracing::debug!(error = %e, "progress ack failed");
                 }
             }
