@@ -206,8 +206,7 @@ impl Pipeline {
             // The record, and what becomes of it, live in a block that ends before the
             // await: anything in scope there would keep room in this future, moved or not.
             let miss = {
-                let next = records.next();
-                let Some(record) = next else { break };
+                let Some(record) = records.next() else { break };
                 match self.classify(record) {
                     Ok(plan) => {
                         plans.push(plan);

@@ -301,6 +301,10 @@ impl SourceConfig {
             return Some(Vec::new());
         };
         let captures = pattern.captures();
+        debug_assert_eq!(
+            self.fields_are_captures,
+            pattern.captures() == &self.extract_fields[..]
+        );
         pattern.match_with(path, |values| {
             if self.fields_are_captures {
                 return values

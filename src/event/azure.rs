@@ -287,7 +287,7 @@ mod tests {
             ][..]), 0..12)
         ) {
             let resource = parts.concat();
-            const MARKER: &[u8] = b"/providers/microsoft.storage/storageaccounts/";
+            // The module's MARKER: the reference reads the same text.
             let scanned = resource
                 .as_bytes()
                 .windows(MARKER.len())
@@ -295,6 +295,31 @@ mod tests {
                 .and_then(|i| resource[i + MARKER.len()..].split('/').next())
                 .filter(|a| !a.is_empty());
             proptest::prop_assert_eq!(azure_account(&resource), scanned, "{}", resource);
+        }
+
+        /// The word-at-a-time compare is `eq_ignore_ascii_case` with the marker: the
+        /// marker with one byte changed (its case flipped, its 0x20 bit flipped where
+        /// it is no letter, any byte), and with the case of any letters changed.
+        #[test]
+        fn is_marker_is_a_case_blind_compare(
+            at in 0..MARKER.len(),
+            byte in proptest::prelude::any::<u8>(),
+            how in 0..3u8,
+            upper in proptest::collection::vec(proptest::prelude::any::<bool>(), MARKER.len()),
+        ) {
+            let mut window = MARKER.to_vec();
+            window[at] = match how {
+                0 => window[at] ^ 0x20,
+                1 => window[at].to_ascii_uppercase(),
+                _ => byte,
+            };
+            proptest::prop_assert_eq!(is_marker(&window), window.eq_ignore_ascii_case(MARKER));
+            let cased: Vec<u8> = MARKER
+                .iter()
+                .zip(&upper)
+                .map(|(&b, &up)| if up { b.to_ascii_uppercase() } else { b })
+                .collect();
+            proptest::prop_assert!(is_marker(&cased));
         }
     }
 

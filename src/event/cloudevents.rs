@@ -53,9 +53,9 @@ pub(super) fn read<'a, S: Field<'a>, D: DataField<'a>>(
     require_azure_created(&event_type).map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::CloudEvents,
-        // Copies of a reference, unless the strings had escapes: their errors need them.
+        // A copy of a reference (of the string, if it had escapes): `fail` needs the id.
         id: id.clone(),
-        event_type: event_type.clone(),
+        event_type,
         resource: Some(source),
         subject: ev.subject,
         time: ev.time,

@@ -46,9 +46,9 @@ pub(super) fn read<'a, S: Field<'a>, D: DataField<'a>>(
     let resource = ev.topic.text("topic").map_err(&fail)?;
     let event = azure_blob_event(AzureEvent {
         format: EventFormat::EventGrid,
-        // Copies of a reference, unless the strings had escapes: their errors need them.
+        // A copy of a reference (of the string, if it had escapes): `fail` needs the id.
         id: id.clone(),
-        event_type: event_type.clone(),
+        event_type,
         resource,
         subject: ev.subject,
         time: ev.event_time,

@@ -19,9 +19,9 @@
 //! event, by serde otherwise); where that fails, it is probed with
 //! [`RawValue`] slices and read by its schema's own structs. Fields borrow from the
 //! message bytes, and so do the [`BlobEvent`] and the record's raw JSON: only a string
-//! with escapes, a URL-decoded S3 key and an id we derive are copies. Nothing here recurses on
-//! its own: nesting is bounded by serde_json (its recursion limit, and its non-recursive
-//! skipping of ignored values).
+//! with escapes, an S3 or MinIO object key (URL-decoded) and an id we derive are copies.
+//! Nothing here recurses on its own: nesting is bounded by serde_json (its recursion
+//! limit, and its non-recursive skipping of ignored values).
 
 mod azure;
 mod cloudevents;
@@ -531,10 +531,13 @@ fn piece<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
     match whole {
         Cow::Borrowed(text) => {
             let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+            // In range only where `part` lies in `text`: then it is those very bytes.
             match text.get(start..start.wrapping_add(part.len())) {
-                Some(borrowed) if borrowed.as_ptr() == part.as_ptr() => Cow::Borrowed(borrowed),
-                // Not a slice of `whole` after all (a caller's mistake): a copy is right too.
-                _ => Cow::Owned(part.to_owned()),
+                Some(borrowed) => Cow::Borrowed(borrowed),
+                None => {
+                    debug_assert!(false, "{part:?} is not a piece of {text:?}");
+                    Cow::Owned(part.to_owned())
+                }
             }
         }
         Cow::Owned(_) => Cow::Owned(part.to_owned()),
