@@ -303,7 +303,7 @@ impl SourceConfig {
         let captures = pattern.captures();
         debug_assert_eq!(
             self.fields_are_captures,
-            pattern.captures() == &self.extract_fields[..]
+            captures == &self.extract_fields[..]
         );
         pattern.match_with(path, |values| {
             if self.fields_are_captures {

@@ -86,6 +86,26 @@ pub struct BlobEvent<'a> {
     pub event_time: Option<Cow<'a, str>>,
 }
 
+impl BlobEvent<'_> {
+    /// Every string the event holds (those of the absent optional fields left out): what
+    /// [`ParsedRecord::plain`] speaks for, and what is borrowed from the message.
+    pub fn strings(&self) -> impl Iterator<Item = &str> {
+        [&self.id, &self.event_type, &self.container, &self.path]
+            .into_iter()
+            .chain(
+                [
+                    &self.account,
+                    &self.etag,
+                    &self.content_type,
+                    &self.event_time,
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .map(|s| &**s)
+    }
+}
+
 /// One record of a message that parsed to a created event, with the record's own raw JSON
 /// (the array element / S3 record / the whole object for single-event messages).
 #[derive(Debug)]
