@@ -149,11 +149,22 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         };
 
         let (consumer, delivery) = nats::consumer::durable(&js, &args.consumer()).await?;
+        // PubAcks awaited at most --publish-timeout each, and handed out by a task on
+        // the message runtime, beside the connection they come on.
+        let publisher = {
+            let client = publish_client.clone();
+            let timeout = args.publish_timeout;
+            messages_rt
+                .handle()
+                .spawn(async move { Publisher::new(client, timeout).await })
+                .await
+                .context("the publisher's start task ended abnormally")?
+                .context("subscribing to the PubAcks' inbox")?
+        };
         let pipeline = Arc::new(Pipeline {
             cache: cache.clone(),
             resolver: MissResolver::new(cache.clone(), source.clone(), args.max_forced_reads as usize),
-            // PubAcks awaited at most --publish-timeout each.
-            publisher: Publisher::new(publish_client.clone(), args.publish_timeout),
+            publisher,
             dlq_prefix: args.nats.dlq_prefix.clone(),
             delivery,
             max_event_bytes: usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),

@@ -7,26 +7,39 @@
 //! only when the server, asked which stream captures it, says none; anything less
 //! certain is transient, and the message is retried rather than dead-lettered.
 //!
-//! A publish is a request on the core connection whose answer is read here, rather
+//! A publish is a plain publish with a reply subject, whose answer is read here, rather
 //! than async-nats's JetStream `publish`: that one reads every PubAck through serde's
 //! buffered `Content` into an untagged enum (building, and dropping, an error for the
 //! variant that does not fit), about 3,300 of the worker's 47,000 instructions per
 //! event, and takes a semaphore permit and a second timeout per publish besides. Here
 //! a PubAck is recognised by its first bytes, and only an answer that may be an error
 //! goes through serde (see [`read_pub_ack`]).
+//!
+//! Nor is it the client's own request: that one formats a fresh inbox name per request
+//! (a new NUID), which its connection task splits again, formats a second time and
+//! keeps in a SipHash map until the answer comes, about 3,400 instructions per event
+//! (README, Performance, 2026-12-04's ninth session). Here the answers come to one
+//! subscription of this publisher's own, `<inbox>.*`, each publish's reply subject
+//! numbered (`<inbox>.<n>`), and a task hands each answer to its publish by that
+//! number ([`Replies`]). An answer that comes after its publish gave up is dropped.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use async_nats::client::PublishErrorKind;
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{
-    Client, HeaderMap, Message, Request, RequestError, RequestErrorKind, StatusCode, Subject,
+    Client, HeaderMap, Message, PublishError, RequestError, RequestErrorKind, StatusCode, Subject,
+    Subscriber,
 };
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
-use tokio::time::error::Elapsed;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Why a publish did not get its PubAck, sorted by what the pipeline does about it.
 /// The cause is kept as the source.
@@ -81,62 +94,188 @@ pub struct Publisher {
     js: jetstream::Context,
     /// Longest wait for a PubAck (`--publish-timeout`).
     timeout: Duration,
+    /// Where the answers are handed out.
+    replies: Arc<Replies>,
+    /// Stops the task that hands them out once the last clone is gone.
+    _stop: Arc<AbortOnDrop>,
 }
 
-/// The answer to a publish, awaited with [`Publisher::confirm`]: the client's request
-/// under one timeout, boxed as it is (an `async` block around it would hold the request
-/// twice over, and be copied whole into its box).
-type Answer<'a> =
-    Pin<Box<dyn Future<Output = Result<Result<Message, RequestError>, Elapsed>> + Send + 'a>>;
+/// The answers to this publisher's publishes: each one's reply subject is `prefix`
+/// and a number of its own, and its answer is sent to the receiver kept under that
+/// number until it comes or the publish gives up ([`Ticket`]).
+struct Replies {
+    /// `<inbox>.`
+    prefix: String,
+    next: AtomicU64,
+    waiting: Mutex<Waiting>,
+}
+
+struct Waiting {
+    /// False once the subscription has ended (the client closed): nothing more comes.
+    open: bool,
+    /// Numbers are ours and sequential: a fast hash is enough.
+    by_number: foldhash::HashMap<u64, oneshot::Sender<Message>>,
+}
+
+impl Replies {
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        // Nothing panics while holding it; a poisoned map is still a valid map.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the answers on `subscriber` to their publishes until it ends (the client
+    /// closed) or the task is aborted (the publisher gone: the subscription is dropped
+    /// with it). Nothing else is polled beside it: a cancellation token's future would
+    /// take a lock on every turn.
+    async fn hand_out(self: Arc<Self>, mut subscriber: Subscriber) {
+        while let Some(answer) = subscriber.next().await {
+            let number = answer
+                .subject
+                .as_str()
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|n| n.parse::<u64>().ok());
+            let Some(number) = number else { continue };
+            let waiting = self.waiting().by_number.remove(&number);
+            if let Some(waiting) = waiting {
+                // Gone if its publish gave up meanwhile.
+                let _ = waiting.send(answer);
+            }
+        }
+        // The client is closed for good: every publish still waiting fails now (its
+        // receiver sees the sender dropped), and new ones fail at once.
+        let mut waiting = self.waiting();
+        waiting.open = false;
+        waiting.by_number.clear();
+    }
+}
+
+/// Aborts the task that hands out the answers when the last publisher clone goes.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A publish's claim on its answer: given up (its number forgotten) when dropped
+/// before the answer came, so that a publish that timed out or was cancelled leaves
+/// nothing behind.
+struct Ticket<'a> {
+    replies: &'a Replies,
+    number: u64,
+    /// False once the answer came (the task took it out of the map already).
+    waiting: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.replies.waiting().by_number.remove(&self.number);
+        }
+    }
+}
 
 /// A publish that has been sent and awaits its PubAck.
-pub struct PendingAck<'a>(Answer<'a>);
+pub struct PendingAck<'a> {
+    answer: oneshot::Receiver<Message>,
+    /// When the publish gives up: `--publish-timeout` after it was sent.
+    deadline: Instant,
+    ticket: Ticket<'a>,
+}
 
 impl Publisher {
-    /// Publishes on `client`, waiting at most `timeout` for each PubAck.
-    pub fn new(client: Client, timeout: Duration) -> Self {
-        Self {
+    /// Publishes on `client`, waiting at most `timeout` for each PubAck. Subscribes to
+    /// the answers' inbox and spawns the task that hands them out, on the current
+    /// runtime (best the one that connected `client`, where its I/O runs).
+    pub async fn new(
+        client: Client,
+        timeout: Duration,
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let inbox = client.new_inbox();
+        let subscriber = client.subscribe(format!("{inbox}.*")).await?;
+        let replies = Arc::new(Replies {
+            prefix: format!("{inbox}."),
+            next: AtomicU64::new(0),
+            waiting: Mutex::new(Waiting {
+                open: true,
+                by_number: foldhash::HashMap::default(),
+            }),
+        });
+        let task = tokio::spawn(replies.clone().hand_out(subscriber));
+        Ok(Self {
             // The stream lookup is bounded like a publish.
             js: jetstream::ContextBuilder::new()
                 .timeout(timeout)
                 .build(client.clone()),
             client,
             timeout,
-        }
+            replies,
+            _stop: Arc::new(AbortOnDrop(task.abort_handle())),
+        })
     }
 
-    /// Sends one message; await its PubAck with [`Self::confirm`]. The subject is
-    /// copied once, for the client (a clone of a `Subject` made from a string would
-    /// allocate the shared form of its bytes, and free it again, for every event).
+    /// Sends one message; await its PubAck with [`Self::confirm`]. Returns once the
+    /// client has it queued for the connection, so that the outputs of a message are in
+    /// flight together, their PubAcks awaited afterwards. The subject is copied once,
+    /// for the client (a clone of a `Subject` made from a string would allocate the
+    /// shared form of its bytes, and free it again, for every event).
     pub async fn send(
         &self,
         subject: &str,
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<PendingAck<'_>, PublishFailure> {
-        // One timer for queueing and answer alike (the request's own would start only
-        // once it is queued, and be a second timer to register).
-        let request = Request::new()
-            .headers(headers)
-            .payload(payload)
-            .timeout(None);
-        let request = self.client.send_request(Subject::from(subject), request);
-        let mut answer: Answer<'_> = Box::pin(tokio::time::timeout(self.timeout, request));
-        // Polled once now, so that the request is checked and queued for the
-        // connection before the caller sends the next: the outputs of a message are
-        // in flight together, their PubAcks awaited afterwards. Unconstrained, since
-        // with the task's cooperative budget spent (a message of many records) a plain
-        // poll would return without queueing. A request the client cannot queue at
-        // once (its channel full while it reconnects) goes on when it is awaited, and
-        // its time counts from here.
-        match futures::poll!(tokio::task::unconstrained(answer.as_mut())) {
-            Poll::Pending => Ok(PendingAck(answer)),
-            // Refused by the client before it was sent: too large, an invalid subject.
-            Poll::Ready(Ok(Err(e))) => Err(self.failure(subject, AckError::Request(e)).await),
-            // Answered already (hardly ever), or out of time at once (a zero timeout):
-            // read like any other answer.
-            Poll::Ready(done) => Ok(PendingAck(Box::pin(std::future::ready(done)))),
+        // One deadline for queueing and answer alike: a client that cannot queue at
+        // once (its channel full while it reconnects) uses up the same time.
+        let deadline = Instant::now() + self.timeout;
+        let number = self.replies.next.fetch_add(1, Relaxed);
+        let (tx, answer) = oneshot::channel();
+        let open = {
+            let mut waiting = self.replies.waiting();
+            if waiting.open {
+                waiting.by_number.insert(number, tx);
+            }
+            waiting.open
+        };
+        if !open {
+            let closed = RequestError::with_source(
+                RequestErrorKind::Other,
+                "the publishing connection is closed",
+            );
+            return Err(self.failure(subject, AckError::Request(closed)).await);
         }
+        let ticket = Ticket {
+            replies: &self.replies,
+            number,
+            waiting: true,
+        };
+        let reply = reply_subject(&self.replies.prefix, number);
+        let queued = tokio::time::timeout_at(
+            deadline,
+            self.client.publish_with_reply_and_headers(
+                Subject::from(subject),
+                reply,
+                headers,
+                payload,
+            ),
+        )
+        .await;
+        let refused = match queued {
+            Ok(Ok(())) => {
+                return Ok(PendingAck {
+                    answer,
+                    deadline,
+                    ticket,
+                })
+            }
+            // Refused by the client before it was sent: too large, an invalid subject,
+            // or the client closed.
+            Ok(Err(e)) => request_error(e),
+            Err(_elapsed) => RequestError::new(RequestErrorKind::TimedOut),
+        };
+        drop(ticket);
+        Err(self.failure(subject, AckError::Request(refused)).await)
     }
 
     /// Waits for the PubAck of a sent message.
@@ -145,13 +284,33 @@ impl Publisher {
         subject: &str,
         pending: PendingAck<'_>,
     ) -> Result<(), PublishFailure> {
-        let result = match pending.0.await {
-            Ok(Ok(answer)) => read_pub_ack(&answer),
-            Ok(Err(e)) => Err(AckError::Request(e)),
+        let PendingAck {
+            answer,
+            deadline,
+            mut ticket,
+        } = pending;
+        let result = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => {
+                ticket.waiting = false;
+                if answer.status == Some(StatusCode::NO_RESPONDERS) {
+                    Err(AckError::Request(RequestError::with_source(
+                        RequestErrorKind::NoResponders,
+                        "no responders",
+                    )))
+                } else {
+                    read_pub_ack(&answer)
+                }
+            }
+            // The answers' subscription ended: the client is closed.
+            Ok(Err(_closed)) => Err(AckError::Request(RequestError::with_source(
+                RequestErrorKind::Other,
+                "the publishing connection closed before the answer came",
+            ))),
             Err(_elapsed) => Err(AckError::Request(RequestError::new(
                 RequestErrorKind::TimedOut,
             ))),
         };
+        drop(ticket);
         match result {
             Ok(()) => Ok(()),
             Err(e) => Err(self.failure(subject, e).await),
@@ -204,6 +363,27 @@ impl Publisher {
             ),
         }
     }
+}
+
+/// `prefix` and `number`, sized exactly (so that the client's `Bytes` takes the string
+/// as it is, with no second allocation).
+fn reply_subject(prefix: &str, number: u64) -> Subject {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(number);
+    let mut reply = String::with_capacity(prefix.len() + digits.len());
+    reply.push_str(prefix);
+    reply.push_str(digits);
+    Subject::from(reply)
+}
+
+/// A publish the client refused, as the request error the sorting reads.
+fn request_error(e: PublishError) -> RequestError {
+    let kind = match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => RequestErrorKind::MaxPayloadExceeded,
+        PublishErrorKind::InvalidSubject => RequestErrorKind::InvalidSubject,
+        PublishErrorKind::Send => RequestErrorKind::Other,
+    };
+    RequestError::with_source(kind, e)
 }
 
 /// Reads JetStream's answer to a publish: `Ok` for a PubAck (a duplicate too: the
@@ -377,6 +557,50 @@ mod tests {
             read_pub_ack(&status),
             Err(AckError::Unexpected(_))
         ));
+    }
+
+    fn replies() -> Replies {
+        Replies {
+            prefix: "_INBOX.x.".into(),
+            next: AtomicU64::new(0),
+            waiting: Mutex::new(Waiting {
+                open: true,
+                by_number: foldhash::HashMap::default(),
+            }),
+        }
+    }
+
+    /// A publish that gives up (timed out, cancelled) forgets its number; one whose
+    /// answer came does not look for it again.
+    #[test]
+    fn a_ticket_given_up_forgets_its_number() {
+        let replies = replies();
+        for n in [7, 8] {
+            let (tx, _rx) = oneshot::channel();
+            replies.waiting().by_number.insert(n, tx);
+        }
+        drop(Ticket {
+            replies: &replies,
+            number: 7,
+            waiting: true,
+        });
+        let left: Vec<u64> = replies.waiting().by_number.keys().copied().collect();
+        assert_eq!(left, [8]);
+        drop(Ticket {
+            replies: &replies,
+            number: 8,
+            waiting: false,
+        });
+        assert_eq!(replies.waiting().by_number.len(), 1);
+    }
+
+    #[test]
+    fn reply_subjects_are_the_prefix_and_the_number() {
+        assert_eq!(reply_subject("_INBOX.x.", 0).as_str(), "_INBOX.x.0");
+        assert_eq!(
+            reply_subject("_INBOX.x.", u64::MAX).as_str(),
+            format!("_INBOX.x.{}", u64::MAX)
+        );
     }
 
     #[test]

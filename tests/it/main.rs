@@ -27,6 +27,7 @@ mod loadgen;
 mod mongo_cli;
 mod mongo_wire;
 mod nats_auth;
+mod publisher;
 mod pull;
 mod replay;
 mod routing;

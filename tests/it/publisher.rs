@@ -1,0 +1,114 @@
+//! The publisher (`src/nats/publisher.rs`) against a real nats-server: its PubAcks come
+//! to one subscription of its own and are handed to their publishes by number.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use blob_router::nats::publisher::{PublishFailure, Publisher};
+
+use crate::support::NatsServer;
+
+/// A stream `OUT` on `out.>`; `none.>` is captured by no stream.
+async fn setup(js: &jetstream::Context) -> stream::Stream {
+    js.create_stream(stream::Config {
+        name: "OUT".into(),
+        subjects: vec!["out.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn connect(nats: &NatsServer) -> async_nats::Client {
+    async_nats::connect(nats.url()).await.unwrap()
+}
+
+fn msg_id(id: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", id);
+    h
+}
+
+/// Many publishes in flight at once, stored ones and ones no stream captures taken in
+/// turn: each gets its own answer (a PubAck handed to the wrong publish would show as a
+/// stored subject reported stream-less, or the other way round), and every stored one
+/// is in the stream once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_publish_in_flight_gets_its_own_answer() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let out = setup(&js).await;
+    let publisher = Publisher::new(connect(&nats).await, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let subject = |n: usize| {
+        if n.is_multiple_of(5) {
+            format!("none.{n}")
+        } else {
+            format!("out.{n}")
+        }
+    };
+    let mut pending = Vec::new();
+    for n in 0..300 {
+        let sent = publisher
+            .send(
+                &subject(n),
+                msg_id(&format!("m-{n}")),
+                format!("{n}").into(),
+            )
+            .await
+            .unwrap();
+        pending.push(sent);
+    }
+    // Confirmed last first: answers that came in order wait in their own slots.
+    for (n, sent) in pending.into_iter().enumerate().rev() {
+        let subject = subject(n);
+        let confirmed = publisher.confirm(&subject, sent).await;
+        if n.is_multiple_of(5) {
+            assert!(
+                matches!(&confirmed, Err(PublishFailure::NoStream(s)) if *s == subject),
+                "{subject}: {confirmed:?}"
+            );
+        } else {
+            assert!(confirmed.is_ok(), "{subject}: {confirmed:?}");
+        }
+    }
+    assert_eq!(out.clone().info().await.unwrap().state.messages, 240);
+    // Sent again (a redelivered input): de-duplicated, still answered as stored.
+    publisher
+        .publish("out.1", msg_id("m-1"), "1".into())
+        .await
+        .unwrap();
+    assert_eq!(out.clone().info().await.unwrap().state.messages, 240);
+}
+
+/// Once its client is closed, a publish fails at once as transient (the input is
+/// retried later), rather than waiting out the publish timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_client_fails_publishes_at_once() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    setup(&js).await;
+    let client = connect(&nats).await;
+    let publisher = Publisher::new(client.clone(), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    publisher
+        .publish("out.0", msg_id("before"), "0".into())
+        .await
+        .unwrap();
+    client.drain().await.unwrap();
+    // Far shorter than the publish timeout: a publish that waited for it fails here.
+    let failed = tokio::time::timeout(
+        Duration::from_secs(30),
+        publisher.publish("out.1", msg_id("after"), "1".into()),
+    )
+    .await
+    .expect("a publish on a closed client waited for its timeout")
+    .unwrap_err();
+    assert!(
+        matches!(failed, PublishFailure::Transient { .. }),
+        "{failed:?}"
+    );
+}
