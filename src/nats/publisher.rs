@@ -22,6 +22,12 @@
 //! subscription of this publisher's own, `<inbox>.*`, each publish's reply subject
 //! numbered (`<inbox>.<n>`), and a task hands each answer to its publish by that
 //! number ([`Replies`]). An answer that comes after its publish gave up is dropped.
+//! The subscription holds up to the client's `subscription_capacity` (65,536) answers
+//! not yet handed out; publishes awaiting one are bounded by `--concurrency` times
+//! [`crate::pipeline::PUBLISH_WINDOW`], and the task that takes them runs beside the
+//! consume task. Should it ever fall that far behind, the client drops the excess
+//! (a slow consumer): those publishes time out and their inputs are retried, which the
+//! outputs' `Nats-Msg-Id` keeps single.
 
 use std::future::Future;
 use std::pin::Pin;
