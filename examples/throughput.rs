@@ -32,6 +32,9 @@
 //! `FORWARDER_BUSY_NS=N`, a diagnostic, spends N ns of CPU on each message before
 //! publishing it: what a given amount of work per event costs a forwarder that does no
 //! routing (nats-server's work per event grows with it too, README, Performance).
+//! `FORWARDER_PUBLISH=numbered`, a diagnostic, publishes with the worker's own publisher
+//! (PubAcks handed back by number, `src/nats/publisher.rs`) instead of async-nats's
+//! JetStream publish, which the yardstick keeps as a do-nothing forwarder would.
 //! `$NATS_URL` names the server.
 
 /// The worker's allocator (see `src/main.rs`), so that the yardstick has what the worker
@@ -45,6 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_nats::HeaderMap;
+use blob_router::nats::publisher::Publisher;
 use blob_router::nats::pull::{PullSettings, Puller};
 use futures::StreamExt;
 use serde_json::json;
@@ -211,6 +215,8 @@ struct Shape {
     own_connection: bool,
     /// CPU time spent on each message before it is published (zero for the yardstick).
     busy: Duration,
+    /// Publish with the worker's publisher rather than async-nats's JetStream publish.
+    numbered: bool,
 }
 
 /// Spins for `busy`: work that costs CPU and nothing else.
@@ -224,10 +230,19 @@ fn spin(busy: Duration) {
     }
 }
 
-/// One message forwarded: published on `js` (with its PubAck awaited), then acked on
-/// the connection it came from.
+/// How the forwarder publishes: async-nats's JetStream publish (the yardstick), or
+/// (`FORWARDER_PUBLISH=numbered`, a diagnostic) the worker's own publisher, whose PubAcks
+/// come back by number on an inbox of its own (`src/nats/publisher.rs`).
+#[derive(Clone)]
+enum Publish {
+    JetStream(jetstream::Context),
+    Numbered(Publisher),
+}
+
+/// One message forwarded: published (with its PubAck awaited), then acked on the
+/// connection it came from.
 async fn forward_one(
-    js: &jetstream::Context,
+    publish: &Publish,
     msg: jetstream::Message,
     body: Vec<u8>,
     shape: Shape,
@@ -235,11 +250,15 @@ async fn forward_one(
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     spin(shape.busy);
     let (subject, h) = shape.outputs.of(seq);
-    let ack = js
-        .publish_with_headers(subject, h, body.into())
-        .await?
-        .await;
-    if ack.is_ok() {
+    let stored = match publish {
+        Publish::JetStream(js) => js
+            .publish_with_headers(subject, h, body.into())
+            .await?
+            .await
+            .is_ok(),
+        Publish::Numbered(p) => p.publish(&subject, h, body.into()).await.is_ok(),
+    };
+    if stored {
         msg.ack().await.map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(())
@@ -272,10 +291,15 @@ async fn forward(
         expires: Duration::from_secs(5),
     };
     let mut messages = Puller::new(js.clone(), &consumer, settings).await?;
-    let publish = if shape.own_connection {
-        jetstream::new(async_nats::connect(url()).await?)
+    let publish_client = if shape.own_connection {
+        async_nats::connect(url()).await?
     } else {
-        js.clone()
+        js.client()
+    };
+    let publish = if shape.numbered {
+        Publish::Numbered(Publisher::new(publish_client.clone(), Duration::from_secs(10)).await?)
+    } else {
+        Publish::JetStream(jetstream::new(publish_client.clone()))
     };
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
@@ -329,7 +353,7 @@ async fn forward(
     // The last acks are only queued in the client: the run ends when the server has
     // them (as the worker's does), and they are not lost when the process exits.
     js.client().flush().await?;
-    publish.client().flush().await?;
+    publish_client.flush().await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "forwarder {total} events in {secs:.2} s: {:.0}/s; {}",
@@ -515,11 +539,19 @@ async fn main() -> anyhow::Result<()> {
                 })?),
                 Err(_) => Duration::ZERO,
             };
+            let numbered = match std::env::var("FORWARDER_PUBLISH").as_deref() {
+                Ok("jetstream") | Err(_) => false,
+                Ok("numbered") => true,
+                Ok(other) => {
+                    anyhow::bail!("FORWARDER_PUBLISH is `jetstream` or `numbered`, not `{other}`")
+                }
+            };
             let shape = Shape {
                 outputs,
                 dispatch,
                 own_connection,
                 busy,
+                numbered,
             };
             // On the runtime's worker, not on this thread: wake-ups of the forwarding
             // task (or of the tasks it spawns per message) go to that worker's queue.

@@ -11,7 +11,7 @@
 # worker's.
 #
 #   [ROUNDS=5] [OUTPUTS=routed] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
-#   [FORWARDER_BUSY_NS=N] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
+#   [FORWARDER_BUSY_NS=N] [FORWARDER_PUBLISH=numbered] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
 # The yardstick is a forwarder run the way the worker runs (its messages polled by one
 # task, its outputs on a connection of their own). Diagnostics, each changing only the
@@ -20,7 +20,9 @@
 # message a task, the way the worker ran before 2026-12-03's sixth session;
 # FORWARDER_CONNECTIONS=1 publishes on the consuming connection, the way the worker did
 # before the seventh; FORWARDER_BUSY_NS=N spends N ns of CPU on each message (what that
-# much work per event costs a forwarder that does no routing).
+# much work per event costs a forwarder that does no routing); FORWARDER_PUBLISH=numbered
+# publishes with the worker's own publisher (PubAcks handed back by number) instead of
+# async-nats's JetStream publish.
 #
 # Defaults: 100000 events, concurrency 64, 100 containers x 10 configs (1,000 configs).
 # It starts its own nats-server (JetStream, file storage, a temporary store, a port the
