@@ -27,7 +27,7 @@ use crate::http::{self, HttpState};
 use crate::nats::consumer::Delivery;
 use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PUBLISH_WINDOW};
 use crate::shutdown;
 use crate::store::{self, retry_policy, ChangeFeed, ConfigStore, StoreError};
 use crate::telemetry::{Chain, Telemetry};
@@ -115,10 +115,17 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // beside the pulls and acks of the other, not queued behind them (README,
         // Performance, 2026-12-03's seventh session). Both are made at once, within
         // one --nats-connect-timeout.
+        // The publishing connection's one subscription takes the PubAcks of every
+        // output in flight: room for all of them (src/nats/publisher.rs).
+        let publish_settings = nats_settings.clone().with_subscription_capacity(
+            (args.concurrency as usize)
+                .saturating_mul(PUBLISH_WINDOW)
+                .max(DEFAULT_SUBSCRIPTION_CAPACITY),
+        );
         let (client, publish_client) = tokio::select! {
             c = futures::future::try_join(
                 messages_rt.connect(&nats_settings, "blob-router"),
-                messages_rt.connect(&nats_settings, "blob-router-publish"),
+                messages_rt.connect(&publish_settings, "blob-router-publish"),
             ) => c?,
             _ = stop.cancelled() => return Ok(()),
         };
@@ -272,6 +279,9 @@ struct Limits {
     /// Longest wait for them at shutdown (`--shutdown-timeout`).
     shutdown_timeout: Duration,
 }
+
+/// async-nats's own room per subscription.
+const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 
 /// A pull request expires after this long (or the consumer's `max_expires` if that is
 /// shorter): an idle worker sends one request per this time.

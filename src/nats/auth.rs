@@ -145,6 +145,9 @@ pub struct ConnectSettings {
     pub patience: Duration,
     auth: Auth,
     tls: TlsSpec,
+    /// Messages a subscription holds before the client drops the excess (a slow
+    /// consumer); the client's default (65,536) when unset.
+    subscription_capacity: Option<usize>,
 }
 
 impl ConnectSettings {
@@ -211,7 +214,16 @@ impl ConnectSettings {
             patience,
             auth,
             tls: tls.clone(),
+            subscription_capacity: None,
         })
+    }
+
+    /// The same settings, with room for at least `capacity` messages per subscription
+    /// (a connection whose one subscription takes the answers to many publishes in
+    /// flight, see [`crate::nats::publisher`]).
+    pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = Some(capacity);
+        self
     }
 
     /// The client options for one connection attempt: credentials and TLS applied.
@@ -240,6 +252,9 @@ impl ConnectSettings {
         }
         if self.tls.first {
             options = options.tls_first();
+        }
+        if let Some(capacity) = self.subscription_capacity {
+            options = options.subscription_capacity(capacity);
         }
         options
     }

@@ -66,6 +66,13 @@ pub async fn connect(
                             tracing::warn!(%connection, "NATS disconnected")
                         }
                         async_nats::Event::Connected => tracing::info!(%connection, "NATS connected"),
+                        // Messages of a subscription were dropped: whatever waited on
+                        // them (a pull, a PubAck) times out and is retried.
+                        async_nats::Event::SlowConsumer(sid) => tracing::warn!(
+                            %connection,
+                            subscription = sid,
+                            "NATS client dropped messages of a subscription that fell behind"
+                        ),
                         other => tracing::debug!(%connection, event = %other, "NATS event"),
                     }
                 }

@@ -22,12 +22,12 @@
 //! subscription of this publisher's own, `<inbox>.*`, each publish's reply subject
 //! numbered (`<inbox>.<n>`), and a task hands each answer to its publish by that
 //! number ([`Replies`]). An answer that comes after its publish gave up is dropped.
-//! The subscription holds up to the client's `subscription_capacity` (65,536) answers
-//! not yet handed out; publishes awaiting one are bounded by `--concurrency` times
-//! [`crate::pipeline::PUBLISH_WINDOW`], and the task that takes them runs beside the
-//! consume task. Should it ever fall that far behind, the client drops the excess
-//! (a slow consumer): those publishes time out and their inputs are retried, which the
-//! outputs' `Nats-Msg-Id` keeps single.
+//! The subscription holds the client's `subscription_capacity` answers not yet handed
+//! out; `run` gives the publishing connection room for every publish that can be in
+//! flight (`--concurrency` times [`crate::pipeline::PUBLISH_WINDOW`]). Were answers
+//! ever dropped all the same (a slow consumer, logged as a warning), their publishes
+//! would time out and their inputs be retried, which the outputs' `Nats-Msg-Id` keeps
+//! single.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -234,7 +234,11 @@ impl Publisher {
     ) -> Result<PendingAck<'_>, PublishFailure> {
         // One deadline for queueing and answer alike: a client that cannot queue at
         // once (its channel full while it reconnects) uses up the same time.
-        let deadline = Instant::now() + self.timeout;
+        let now = Instant::now();
+        // A timeout too long for the clock (the flag takes years) is no deadline.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + FAR_FUTURE);
         let number = self.replies.next.fetch_add(1, Relaxed);
         let (tx, answer) = oneshot::channel();
         let open = {
@@ -282,6 +286,12 @@ impl Publisher {
         };
         drop(ticket);
         Err(self.failure(subject, AckError::Request(refused)).await)
+    }
+
+    /// Publishes sent and still waiting for their answer (diagnostics and tests: none
+    /// is left behind by a publish that timed out, was cancelled or was answered).
+    pub fn awaiting_answers(&self) -> usize {
+        self.replies.waiting().by_number.len()
     }
 
     /// Waits for the PubAck of a sent message.
@@ -370,6 +380,9 @@ impl Publisher {
         }
     }
 }
+
+/// What a deadline past the clock's range becomes (tokio's timers do the same).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// `prefix` and `number`, sized exactly (so that the client's `Bytes` takes the string
 /// as it is, with no second allocation).

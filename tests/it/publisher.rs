@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use blob_router::nats::publisher::{PublishFailure, Publisher};
+use futures::StreamExt;
 
 use crate::support::NatsServer;
 
@@ -83,13 +84,88 @@ async fn each_publish_in_flight_gets_its_own_answer() {
     assert_eq!(out.clone().info().await.unwrap().state.messages, 240);
 }
 
-/// Once its client is closed, a publish fails at once as transient (the input is
-/// retried later), rather than waiting out the publish timeout.
+/// A subscriber on `quiet.>` that answers nothing (so the server sends no "no
+/// responders" either): a publish there waits for its timeout.
+async fn quiet(nats: &NatsServer) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = connect(nats).await;
+    let sub = client.subscribe("quiet.>").await.unwrap();
+    // The server has the subscription before anything is published to it.
+    client.flush().await.unwrap();
+    (client, sub)
+}
+
+/// A publish that timed out, one cancelled while it waited and one whose pending answer
+/// was dropped leave nothing waiting; their answers, when they come late, are dropped
+/// and harm no later publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_given_up_leave_nothing_waiting_and_late_answers_are_dropped() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    setup(&js).await;
+    let (responder, mut asked) = quiet(&nats).await;
+    let publisher = Publisher::new(connect(&nats).await, Duration::from_millis(300))
+        .await
+        .unwrap();
+
+    let timed_out = publisher
+        .publish("quiet.1", msg_id("q-1"), "1".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(timed_out, PublishFailure::Transient { .. }),
+        "{timed_out:?}"
+    );
+    assert_eq!(publisher.awaiting_answers(), 0);
+
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(50),
+        publisher.publish("quiet.2", msg_id("q-2"), "2".into()),
+    )
+    .await;
+    assert!(cancelled.is_err(), "a publish to quiet.2 was answered");
+    assert_eq!(publisher.awaiting_answers(), 0);
+
+    let pending = publisher
+        .send("quiet.3", msg_id("q-3"), "3".into())
+        .await
+        .unwrap();
+    assert_eq!(publisher.awaiting_answers(), 1);
+    drop(pending);
+    assert_eq!(publisher.awaiting_answers(), 0);
+
+    // They reached the responder (the cancelled one too, unless it was cancelled
+    // before the client queued it); it answers each now, too late.
+    loop {
+        let request = tokio::time::timeout(Duration::from_secs(10), asked.next())
+            .await
+            .expect("the publishes reached the responder")
+            .unwrap();
+        let reply = request.reply.expect("published with a reply subject");
+        responder
+            .publish(reply, r#"{"stream":"OUT","seq":99}"#.into())
+            .await
+            .unwrap();
+        if request.subject.as_str() == "quiet.3" {
+            break;
+        }
+    }
+    responder.flush().await.unwrap();
+    publisher
+        .publish("out.1", msg_id("m-1"), "1".into())
+        .await
+        .unwrap();
+    assert_eq!(publisher.awaiting_answers(), 0);
+}
+
+/// Once its client is closed, a publish waiting for its answer fails at once, and so
+/// does a new one, as transient (the input is retried later), rather than waiting out
+/// the publish timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_client_fails_publishes_at_once() {
     let nats = NatsServer::start();
     let js = nats.jetstream().await;
     setup(&js).await;
+    let (_responder, _asked) = quiet(&nats).await;
     let client = connect(&nats).await;
     let publisher = Publisher::new(client.clone(), Duration::from_secs(3600))
         .await
@@ -98,10 +174,23 @@ async fn a_closed_client_fails_publishes_at_once() {
         .publish("out.0", msg_id("before"), "0".into())
         .await
         .unwrap();
+    let waiting = publisher
+        .send("quiet.1", msg_id("waiting"), "1".into())
+        .await
+        .unwrap();
     client.drain().await.unwrap();
     // Far shorter than the publish timeout: a publish that waited for it fails here.
+    let limit = Duration::from_secs(30);
+    let failed = tokio::time::timeout(limit, publisher.confirm("quiet.1", waiting))
+        .await
+        .expect("a publish waiting when the client closed waited for its timeout")
+        .unwrap_err();
+    assert!(
+        matches!(failed, PublishFailure::Transient { .. }),
+        "{failed:?}"
+    );
     let failed = tokio::time::timeout(
-        Duration::from_secs(30),
+        limit,
         publisher.publish("out.1", msg_id("after"), "1".into()),
     )
     .await
@@ -111,4 +200,21 @@ async fn a_closed_client_fails_publishes_at_once() {
         matches!(failed, PublishFailure::Transient { .. }),
         "{failed:?}"
     );
+    assert_eq!(publisher.awaiting_answers(), 0);
+}
+
+/// A publish timeout too long for the clock (the flag takes years) is no deadline, not
+/// a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_past_the_clock_is_no_deadline() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    setup(&js).await;
+    let publisher = Publisher::new(connect(&nats).await, Duration::MAX)
+        .await
+        .unwrap();
+    publisher
+        .publish("out.0", msg_id("m-0"), "0".into())
+        .await
+        .unwrap();
 }
