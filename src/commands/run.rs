@@ -114,9 +114,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // connection on one goroutine, so the routed messages it stores are then read
         // beside the pulls and acks of the other, not queued behind them (README,
         // Performance, 2026-12-03's seventh session). Both are made at once, within
-        // one --nats-connect-timeout.
-        // The publishing connection's one subscription takes the PubAcks of every
-        // output in flight: room for all of them (src/nats/publisher.rs).
+        // one --nats-connect-timeout. The publishing connection's one subscription
+        // takes the PubAcks of every output in flight: room for all of them
+        // (src/nats/publisher.rs).
         let publish_settings = nats_settings.clone().with_subscription_capacity(
             (args.concurrency as usize)
                 .saturating_mul(PUBLISH_WINDOW)

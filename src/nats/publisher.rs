@@ -31,7 +31,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -112,21 +111,52 @@ pub struct Publisher {
 struct Replies {
     /// `<inbox>.`
     prefix: String,
-    next: AtomicU64,
     waiting: Mutex<Waiting>,
 }
 
 struct Waiting {
     /// False once the subscription has ended (the client closed): nothing more comes.
     open: bool,
+    /// The number the next publish gets.
+    next: u64,
     /// Numbers are ours and sequential: a fast hash is enough.
     by_number: foldhash::HashMap<u64, oneshot::Sender<Message>>,
 }
 
 impl Replies {
+    fn new(prefix: String) -> Self {
+        Replies {
+            prefix,
+            waiting: Mutex::new(Waiting {
+                open: true,
+                next: 0,
+                by_number: foldhash::HashMap::default(),
+            }),
+        }
+    }
+
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
         // Nothing panics while holding it; a poisoned map is still a valid map.
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A number for one publish, with the receiver its answer will come to; `None`
+    /// once the subscription has ended.
+    fn claim(&self) -> Option<(Ticket<'_>, oneshot::Receiver<Message>)> {
+        let (tx, answer) = oneshot::channel();
+        let mut waiting = self.waiting();
+        if !waiting.open {
+            return None;
+        }
+        let number = waiting.next;
+        waiting.next += 1;
+        waiting.by_number.insert(number, tx);
+        let ticket = Ticket {
+            replies: self,
+            number,
+            waiting: true,
+        };
+        Some((ticket, answer))
     }
 
     /// Hands the answers on `subscriber` to their publishes until it ends (the client
@@ -200,14 +230,7 @@ impl Publisher {
     ) -> Result<Self, async_nats::SubscribeError> {
         let inbox = client.new_inbox();
         let subscriber = client.subscribe(format!("{inbox}.*")).await?;
-        let replies = Arc::new(Replies {
-            prefix: format!("{inbox}."),
-            next: AtomicU64::new(0),
-            waiting: Mutex::new(Waiting {
-                open: true,
-                by_number: foldhash::HashMap::default(),
-            }),
-        });
+        let replies = Arc::new(Replies::new(format!("{inbox}.")));
         let task = tokio::spawn(replies.clone().hand_out(subscriber));
         Ok(Self {
             // The stream lookup is bounded like a publish.
@@ -239,28 +262,14 @@ impl Publisher {
         let deadline = now
             .checked_add(self.timeout)
             .unwrap_or_else(|| now + FAR_FUTURE);
-        let number = self.replies.next.fetch_add(1, Relaxed);
-        let (tx, answer) = oneshot::channel();
-        let open = {
-            let mut waiting = self.replies.waiting();
-            if waiting.open {
-                waiting.by_number.insert(number, tx);
-            }
-            waiting.open
-        };
-        if !open {
+        let Some((ticket, answer)) = self.replies.claim() else {
             let closed = RequestError::with_source(
                 RequestErrorKind::Other,
                 "the publishing connection is closed",
             );
             return Err(self.failure(subject, AckError::Request(closed)).await);
-        }
-        let ticket = Ticket {
-            replies: &self.replies,
-            number,
-            waiting: true,
         };
-        let reply = reply_subject(&self.replies.prefix, number);
+        let reply = reply_subject(&self.replies.prefix, ticket.number);
         let queued = tokio::time::timeout_at(
             deadline,
             self.client.publish_with_reply_and_headers(
@@ -579,14 +588,7 @@ mod tests {
     }
 
     fn replies() -> Replies {
-        Replies {
-            prefix: "_INBOX.x.".into(),
-            next: AtomicU64::new(0),
-            waiting: Mutex::new(Waiting {
-                open: true,
-                by_number: foldhash::HashMap::default(),
-            }),
-        }
+        Replies::new("_INBOX.x.".into())
     }
 
     /// A publish that gives up (timed out, cancelled) forgets its number; one whose

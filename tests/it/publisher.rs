@@ -25,6 +25,32 @@ async fn connect(nats: &NatsServer) -> async_nats::Client {
     async_nats::connect(nats.url()).await.unwrap()
 }
 
+/// A server with the `OUT` stream, and a publisher (waiting `timeout` for each PubAck)
+/// on a client of its own, returned too.
+async fn start(timeout: Duration) -> (NatsServer, stream::Stream, async_nats::Client, Publisher) {
+    let nats = NatsServer::start();
+    let out = setup(&nats.jetstream().await).await;
+    let client = connect(&nats).await;
+    let publisher = Publisher::new(client.clone(), timeout).await.unwrap();
+    (nats, out, client, publisher)
+}
+
+/// What `publish` failed with, which must be transient and come well before the
+/// publish timeout (a publish that waited for it fails here).
+async fn fails_soon<T: std::fmt::Debug>(
+    what: &str,
+    publish: impl std::future::Future<Output = Result<T, PublishFailure>>,
+) {
+    let failed = tokio::time::timeout(Duration::from_secs(30), publish)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for its timeout"))
+        .unwrap_err();
+    assert!(
+        matches!(failed, PublishFailure::Transient { .. }),
+        "{what}: {failed:?}"
+    );
+}
+
 fn msg_id(id: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Nats-Msg-Id", id);
@@ -37,12 +63,7 @@ fn msg_id(id: &str) -> HeaderMap {
 /// is in the stream once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_publish_in_flight_gets_its_own_answer() {
-    let nats = NatsServer::start();
-    let js = nats.jetstream().await;
-    let out = setup(&js).await;
-    let publisher = Publisher::new(connect(&nats).await, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (_nats, out, _client, publisher) = start(Duration::from_secs(10)).await;
     let subject = |n: usize| {
         if n.is_multiple_of(5) {
             format!("none.{n}")
@@ -85,12 +106,17 @@ async fn each_publish_in_flight_gets_its_own_answer() {
 }
 
 /// A subscriber on `quiet.>` that answers nothing (so the server sends no "no
-/// responders" either): a publish there waits for its timeout.
+/// responders" either): a publish there waits for its timeout. After [`start`].
 async fn quiet(nats: &NatsServer) -> (async_nats::Client, async_nats::Subscriber) {
     let client = connect(nats).await;
     let sub = client.subscribe("quiet.>").await.unwrap();
-    // The server has the subscription before anything is published to it.
-    client.flush().await.unwrap();
+    // The server has the subscription before anything is published to it: it reads a
+    // connection in order, so an answer to a later request on it proves the SUB was
+    // read (a flush only writes it out).
+    jetstream::new(client.clone())
+        .get_stream("OUT")
+        .await
+        .unwrap();
     (client, sub)
 }
 
@@ -99,13 +125,8 @@ async fn quiet(nats: &NatsServer) -> (async_nats::Client, async_nats::Subscriber
 /// and harm no later publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_given_up_leave_nothing_waiting_and_late_answers_are_dropped() {
-    let nats = NatsServer::start();
-    let js = nats.jetstream().await;
-    setup(&js).await;
+    let (nats, _out, _client, publisher) = start(Duration::from_millis(300)).await;
     let (responder, mut asked) = quiet(&nats).await;
-    let publisher = Publisher::new(connect(&nats).await, Duration::from_millis(300))
-        .await
-        .unwrap();
 
     let timed_out = publisher
         .publish("quiet.1", msg_id("q-1"), "1".into())
@@ -162,14 +183,8 @@ async fn publishes_given_up_leave_nothing_waiting_and_late_answers_are_dropped()
 /// the publish timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_client_fails_publishes_at_once() {
-    let nats = NatsServer::start();
-    let js = nats.jetstream().await;
-    setup(&js).await;
+    let (nats, _out, client, publisher) = start(Duration::from_secs(3600)).await;
     let (_responder, _asked) = quiet(&nats).await;
-    let client = connect(&nats).await;
-    let publisher = Publisher::new(client.clone(), Duration::from_secs(3600))
-        .await
-        .unwrap();
     publisher
         .publish("out.0", msg_id("before"), "0".into())
         .await
@@ -179,27 +194,16 @@ async fn a_closed_client_fails_publishes_at_once() {
         .await
         .unwrap();
     client.drain().await.unwrap();
-    // Far shorter than the publish timeout: a publish that waited for it fails here.
-    let limit = Duration::from_secs(30);
-    let failed = tokio::time::timeout(limit, publisher.confirm("quiet.1", waiting))
-        .await
-        .expect("a publish waiting when the client closed waited for its timeout")
-        .unwrap_err();
-    assert!(
-        matches!(failed, PublishFailure::Transient { .. }),
-        "{failed:?}"
-    );
-    let failed = tokio::time::timeout(
-        limit,
+    fails_soon(
+        "a publish waiting when the client closed",
+        publisher.confirm("quiet.1", waiting),
+    )
+    .await;
+    fails_soon(
+        "a publish on a closed client",
         publisher.publish("out.1", msg_id("after"), "1".into()),
     )
-    .await
-    .expect("a publish on a closed client waited for its timeout")
-    .unwrap_err();
-    assert!(
-        matches!(failed, PublishFailure::Transient { .. }),
-        "{failed:?}"
-    );
+    .await;
     assert_eq!(publisher.awaiting_answers(), 0);
 }
 
@@ -207,12 +211,7 @@ async fn a_closed_client_fails_publishes_at_once() {
 /// a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_past_the_clock_is_no_deadline() {
-    let nats = NatsServer::start();
-    let js = nats.jetstream().await;
-    setup(&js).await;
-    let publisher = Publisher::new(connect(&nats).await, Duration::MAX)
-        .await
-        .unwrap();
+    let (_nats, _out, _client, publisher) = start(Duration::MAX).await;
     publisher
         .publish("out.0", msg_id("m-0"), "0".into())
         .await
