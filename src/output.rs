@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use async_nats::header::{HeaderName, HeaderValue};
+use async_nats::header::HeaderName;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::Serialize;
@@ -297,15 +297,9 @@ pub fn routed_headers(event: &BlobEvent<'_>, config: &SourceConfig) -> HeaderMap
     const SOURCE_ID: HeaderName = HeaderName::from_static(headers::SOURCE_ID);
     const EVENT_ID: HeaderName = HeaderName::from_static(headers::EVENT_ID);
     let mut h = HeaderMap::new();
-    h.insert(
-        MSG_ID,
-        HeaderValue::from(routed_msg_id(&event.id, &config.id)),
-    );
+    h.insert(MSG_ID, routed_msg_id(&event.id, &config.id));
     h.insert(SOURCE_ID, config.id.as_str());
-    h.insert(
-        EVENT_ID,
-        HeaderValue::from(header_safe(&event.id).into_owned()),
-    );
+    h.insert(EVENT_ID, header_safe(&event.id).into_owned());
     h
 }
 

@@ -361,6 +361,46 @@ async fn hostile_event_ids_are_routed_without_harm() {
     );
 }
 
+/// A producer can put a line break in a header value (the protocol counts bytes, and
+/// nats-server stores what it is given). The worker's client once panicked reading one,
+/// which stopped its connection: nothing more was consumed. Now such a header is read
+/// with a space for each line break, and the message is handled like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_header_with_a_line_break_is_handled_like_any_other() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
+    let js = nats.jetstream().await;
+
+    let routed = fixture("events/eventgrid.json");
+    publish_raw(nats.port, "blob.events.azure", "X-Note: a\rb\r\n", &routed);
+    let malformed = fixture("events/not-json.txt");
+    publish_raw(nats.port, "blob.events.odd", "X-Note: c\rd\r\n", &malformed);
+    // And the worker goes on with the next message.
+    let s3 = fixture("events/s3.json");
+    publish(&js, "blob.events.aws", s3, &[]).await;
+
+    // 1 + 2 routed records, one dead letter.
+    assert_eq!(
+        wait_outputs(&js, 4, Duration::from_secs(20)).await,
+        (3, 1),
+        "logs:\n{}",
+        worker.logs()
+    );
+    assert!(wait_drained(&js, Duration::from_secs(10)).await);
+    let dead = read_all(&js, "BLOB_DLQ").await;
+    assert_eq!(
+        dead[0].header("Blob-Router-Reason"),
+        Some("malformed_event")
+    );
+    assert_eq!(dead[0].payload, malformed, "original bytes unchanged");
+    assert_eq!(
+        dead[0].header("X-Note"),
+        Some("c d"),
+        "the header travels with its dead letter, the line break as a space"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_config_is_listed_and_the_rest_keep_routing() {
     let nats = NatsServer::start();

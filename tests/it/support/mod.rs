@@ -557,6 +557,37 @@ pub async fn publish(
         .unwrap();
 }
 
+/// Publishes `payload` with this raw header block (the text between `NATS/1.0\r\n` and
+/// the blank line) by speaking the protocol on a socket of its own: a client library
+/// would refuse, or mend, a header no well-behaved producer sends. Returns once the
+/// server has answered a PING after it, so the message has reached the server.
+pub fn publish_raw(port: u16, subject: &str, header_lines: &str, payload: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO "), "{line}");
+    let headers = format!("NATS/1.0\r\n{header_lines}\r\n");
+    let mut out = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true}}\r\nHPUB {subject} {} {}\r\n{headers}",
+        headers.len(),
+        headers.len() + payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\nPING\r\n");
+    (&stream).write_all(&out).unwrap();
+    loop {
+        line.clear();
+        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "connection closed");
+        assert!(!line.starts_with("-ERR"), "{line}");
+        if line.starts_with("PONG") {
+            return;
+        }
+    }
+}
+
 /// One output message as the tests look at it.
 #[derive(Debug, Clone)]
 pub struct Out {
