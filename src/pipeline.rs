@@ -27,6 +27,7 @@ use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
 use crate::event::{self, ParsedRecord, RecordResult};
 use crate::nats::consumer::{Delivery, DeliveryPolicy};
+use crate::nats::given_up::StoredMessage;
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
 use crate::router::{self, Match};
@@ -113,6 +114,16 @@ struct Sent<'p> {
     plan: &'p Plan<'p>,
 }
 
+/// Why a message's stored copy could not be handled ([`Pipeline::handle_stored`]): both
+/// may pass, so the caller tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredFailure {
+    #[error("config source unavailable on a miss")]
+    Source(#[source] Arc<StoreError>),
+    #[error("publish failed")]
+    Publish(#[source] PublishFailure),
+}
+
 /// A routed output JetStream can never store, dead-lettered in a second round.
 struct Redirect {
     idx: usize,
@@ -157,7 +168,7 @@ impl Pipeline {
                 }
             };
 
-            match self.publish_all(msg, &input, plans).await {
+            match self.publish_all(Some(msg), &input, plans).await {
                 Ok(tally) => {
                     if let Err(e) = msg.ack().await {
                         // Redelivery will republish; de-duplication keeps outputs single.
@@ -318,6 +329,42 @@ impl Pipeline {
         }
     }
 
+    /// Handles, from its copy in the stream, a message the server stopped delivering
+    /// with none of its deliveries seen to the end here (see [`crate::nats::given_up`]):
+    /// routed or dead-lettered exactly as a delivery of it would have been (the same
+    /// outputs, the same `Nats-Msg-Id`s, so anything already stored is not doubled).
+    /// Nothing is acked: the server has let it go. Counted when all is stored.
+    pub async fn handle_stored(
+        &self,
+        stream: &str,
+        seq: u64,
+        msg: &StoredMessage,
+    ) -> Result<(), StoredFailure> {
+        let input = InputMessage {
+            subject: &msg.subject,
+            payload: &msg.payload,
+            headers: Some(&msg.headers),
+            stream,
+            stream_seq: seq,
+            received_at: SystemTime::now(),
+        };
+        let event_type = msg.headers.get(headers::EVENT_TYPE).map(|v| v.as_str());
+        let plans = self
+            .plan(&msg.payload, event_type)
+            .await
+            .map_err(StoredFailure::Source)?;
+        let tally = self
+            .publish_all(None, &input, plans)
+            .await
+            .map_err(StoredFailure::Publish)?;
+        let counters = &self.cache.metrics().counters;
+        counters.events_routed.fetch_add(tally.routed, Relaxed);
+        for (reason, n) in tally.dead {
+            counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
+        }
+        Ok(())
+    }
+
     /// Hands the message back for redelivery after a growing delay.
     async fn nak(&self, msg: &Message, delivered: i64) {
         if let Err(e) = msg
@@ -331,9 +378,10 @@ impl Pipeline {
     /// Sends the outputs, [`PUBLISH_WINDOW`] awaiting their PubAck at a time. A routed
     /// event whose subject no stream captures (or that JetStream refuses for good) is
     /// dead-lettered in a second round. Any transient failure fails the whole message.
+    /// `msg`, when the outputs are of a delivery, is told of the progress of a long one.
     async fn publish_all(
         &self,
-        msg: &Message,
+        msg: Option<&Message>,
         input: &InputMessage<'_>,
         plans: Vec<Plan<'_>>,
     ) -> Result<Tally, PublishFailure> {
@@ -346,7 +394,7 @@ impl Pipeline {
                     self.settle(out, &mut tally, &mut redirects).await?;
                 }
             }
-            if idx > 0 && idx % PROGRESS_EVERY == 0 {
+            if let Some(msg) = msg.filter(|_| idx > 0 && idx % PROGRESS_EVERY == 0) {
                 // Boxed: rare, and its future is large.
                 if let Err(e) = Box::pin(msg.ack_with(AckKind::Progress)).await {
                     tracing::debug!(error = %e, "progress ack failed");

@@ -25,11 +25,13 @@ use crate::cache::{sync, ConfigCache};
 use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
 use crate::nats::consumer::Delivery;
+use crate::nats::given_up::{self, Advisory};
 use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
 use crate::pipeline::{Pipeline, PUBLISH_WINDOW};
 use crate::shutdown;
 use crate::store::{self, retry_policy, ChangeFeed, ConfigStore, StoreError};
+use crate::telemetry::events::{GivenUpLost, InternalEvent};
 use crate::telemetry::{Chain, Telemetry};
 
 /// Warms the cache. A database that is not reachable yet (the worker started before
@@ -156,6 +158,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         };
 
         let (consumer, delivery) = nats::consumer::durable(&js, &args.consumer()).await?;
+        // Before the first message: an advisory for any message from here on is caught.
+        let advisories = given_up::subscribe(&client, &args.nats.input_stream, &args.nats.consumer)
+            .await
+            .context("subscribing to the consumer's max-deliveries advisories")?;
         // PubAcks awaited at most --publish-timeout each, and handed out by a task on
         // the message runtime, beside the connection they come on.
         let publisher = {
@@ -176,6 +182,13 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
             delivery,
             max_event_bytes: usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),
         });
+        let watch_stop = stop.child_token();
+        let watcher = messages_rt.handle().spawn(watch_given_up(
+            js.clone(),
+            advisories,
+            pipeline.clone(),
+            watch_stop.clone(),
+        ));
         ready.store(true, Relaxed);
         tracing::info!(stream = %args.nats.input_stream, consumer = %args.nats.consumer, "ready; consuming");
         let consuming = consume(
@@ -192,6 +205,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // finished before a failure must still reach the server.
         let consumed = messages_rt.handle().spawn(consuming).await;
         ready.store(false, Relaxed);
+        // Bounded by itself (GIVEN_UP_GRACE).
+        watch_stop.cancel();
+        shutdown::log_task_end("max-deliveries watcher", watcher.await);
         maintainer_abort.abort();
         let died = maintainer_died.await.unwrap_or(false);
         // Bounded: with NATS away a flush would wait for a reconnection forever. Every
@@ -218,6 +234,87 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     shutdown::log_task_end("HTTP server", http_task.await);
     telemetry.shutdown();
     result
+}
+
+/// How long one message the server gave up on is tried (read back, handled) before
+/// it is reported lost: its advisory is not sent again.
+const GIVEN_UP_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a stop waits for the one being handled.
+const GIVEN_UP_GRACE: Duration = Duration::from_secs(5);
+
+/// Handles from its stored copy each message the server stops delivering unseen (see
+/// [`nats::given_up`]), one advisory at a time, until `stop`.
+async fn watch_given_up(
+    js: jetstream::Context,
+    mut advisories: async_nats::Subscriber,
+    pipeline: Arc<Pipeline>,
+    stop: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            msg = advisories.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+        };
+        let advisory = match Advisory::parse(&msg.payload) {
+            Ok(advisory) => advisory,
+            Err(e) => {
+                tracing::warn!(error = %e, subject = %msg.subject, "unreadable max-deliveries advisory; ignored");
+                continue;
+            }
+        };
+        let handling = handle_given_up(&js, &pipeline, &advisory);
+        tokio::pin!(handling);
+        let outcome = tokio::select! {
+            outcome = &mut handling => Some(outcome),
+            _ = stop.cancelled() => tokio::time::timeout(GIVEN_UP_GRACE, &mut handling).await.ok(),
+        };
+        let lost = |e: &anyhow::Error| {
+            GivenUpLost {
+                seq: advisory.stream_seq,
+                deliveries: advisory.deliveries,
+                error: e.as_ref(),
+            }
+            .emit(pipeline.cache.metrics())
+        };
+        match outcome {
+            Some(Ok(unreadable_headers)) => tracing::warn!(
+                seq = advisory.stream_seq,
+                deliveries = advisory.deliveries,
+                unreadable_headers,
+                "the server stopped delivering a message none of whose deliveries was seen to its end; handled from its stored copy"
+            ),
+            Some(Err(e)) => lost(&e),
+            None => lost(&anyhow::anyhow!("stopping")),
+        }
+    }
+}
+
+/// Reads the message an advisory names and handles it, each step retried with backoff
+/// for up to [`GIVEN_UP_PATIENCE`]. Returns how many of its header lines could not be
+/// read (they are dropped).
+async fn handle_given_up(
+    js: &jetstream::Context,
+    pipeline: &Pipeline,
+    advisory: &Advisory,
+) -> anyhow::Result<usize> {
+    let policy = || retry_policy().with_total_delay(Some(GIVEN_UP_PATIENCE));
+    let seq = advisory.stream_seq;
+    let stored = (|| given_up::fetch(js, &advisory.stream, seq))
+        .retry(policy())
+        .sleep(tokio::time::sleep)
+        .when(given_up::FetchError::is_transient)
+        .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "reading a message the server gave up on"))
+        .await?;
+    (|| pipeline.handle_stored(&advisory.stream, seq, &stored))
+        .retry(policy())
+        .sleep(tokio::time::sleep)
+        .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "handling a message the server gave up on"))
+        .await
+        .context("handling its stored copy")?;
+    Ok(stored.unreadable_headers)
 }
 
 /// The runtime the messages are handled on: one thread of its own, where the consume

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod consumer;
+pub mod given_up;
 pub mod publisher;
 pub mod pull;
 pub mod streams;

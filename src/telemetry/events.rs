@@ -190,6 +190,28 @@ impl InternalEvent for MessageAbandoned<'_> {
     }
 }
 
+/// The server stopped delivering a message unseen (see [`crate::nats::given_up`]) and its
+/// stored copy could not be handled either, within the patience given to it: the
+/// advisory is not sent again, so this is logged once. The message stays in the input
+/// stream, where its sequence finds it.
+pub struct GivenUpLost<'a> {
+    pub seq: u64,
+    pub deliveries: u64,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl InternalEvent for GivenUpLost<'_> {
+    fn emit(self, m: &Metrics) {
+        tracing::error!(
+            error = %super::Chain(self.error),
+            seq = self.seq,
+            deliveries = self.deliveries,
+            "message abandoned: the server stopped delivering it unseen and its stored copy could not be handled; it stays in the input stream"
+        );
+        m.counters.messages_abandoned.fetch_add(1, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +248,12 @@ mod tests {
         assert_eq!(c.cache_size.load(Relaxed), 3);
         assert_eq!(c.cache_invalidations.load(Relaxed), 1);
         assert!(c.cache_age_seconds() < 5.0);
+        GivenUpLost {
+            seq: 7,
+            deliveries: 20,
+            error: &std::io::Error::other("down"),
+        }
+        .emit(&m);
+        assert_eq!(c.messages_abandoned.load(Relaxed), 1);
     }
 }

@@ -305,6 +305,66 @@ async fn an_input_too_large_to_dead_letter_whole_is_kept_truncated_not_retried_f
     assert!(!dead[0].payload.is_empty() && body.starts_with(&dead[0].payload));
 }
 
+/// Messages none of whose deliveries reaches the pipeline: a header line with no colon
+/// makes the client drop the connection it arrives on (and the messages read with it),
+/// so they come back after `ack_wait`, until the server stops delivering them. Then
+/// each is handled from its copy in the stream, as a delivery would have been: routed,
+/// or dead-lettered with its reason and the headers that can be read. None is dropped
+/// unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_whose_deliveries_never_arrive_are_handled_when_the_server_gives_up() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::start(
+        &nats.url(),
+        &configs.path,
+        &["--max-deliver", "2", "--ack-wait", "1s"],
+    )
+    .await;
+    let js = nats.jetstream().await;
+    let unreadable = "X-Trace: t-1\r\nNoColonHere\r\n";
+    let event = fixture("events/eventgrid.json");
+    publish_raw(nats.port, "blob.events.azure", unreadable, &event);
+    let malformed = fixture("events/not-json.txt");
+    publish_raw(nats.port, "blob.events.odd", unreadable, &malformed);
+    publish(&js, "blob.events.aws", fixture("events/s3.json"), &[]).await;
+
+    // One Event Grid record and two S3 records routed, one dead letter.
+    assert_eq!(
+        wait_outputs(&js, 4, Duration::from_secs(30)).await,
+        (3, 1),
+        "logs:\n{}",
+        worker.logs()
+    );
+    let routed = read_all(&js, "BLOB_ROUTED").await;
+    assert!(
+        routed.iter().any(|m| m.header("Nats-Msg-Id")
+            == Some("831e1650-001e-001b-66ab-eeb76e069631:qc-analyzer-results")),
+        "the Event Grid event routed as a delivery of it would have been"
+    );
+    let dead = read_all(&js, "BLOB_DLQ").await;
+    let d = &dead[0];
+    assert_eq!(d.subject, "blob.dlq.malformed_event");
+    assert_eq!(d.payload, malformed, "original bytes unchanged");
+    assert_eq!(
+        d.header("Blob-Router-Original-Subject"),
+        Some("blob.events.odd")
+    );
+    assert_eq!(d.header("X-Trace"), Some("t-1"), "readable headers carried");
+    worker
+        .wait_metric(
+            "blob_router_events_total{outcome=\"routed\"}",
+            3.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        worker.logs().contains("handled from its stored copy"),
+        "logs:\n{}",
+        worker.logs()
+    );
+}
+
 /// Recreates the dead-letter stream a test deleted.
 async fn create_dlq_stream(js: &async_nats::jetstream::Context) {
     js.create_stream(async_nats::jetstream::stream::Config {
