@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::support::burst::{assert_unique_ids, publish_mixed};
 use crate::support::*;
 
@@ -355,6 +357,62 @@ async fn messages_whose_deliveries_never_arrive_are_handled_when_the_server_give
         .wait_metric(
             "blob_router_events_total{outcome=\"routed\"}",
             3.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        worker.logs().contains("handled from its stored copy"),
+        "logs:\n{}",
+        worker.logs()
+    );
+}
+
+/// A replica that takes a message's last delivery and dies leaves it to the server,
+/// which then stops delivering it: another replica handles it from its stored copy.
+/// Here the test takes that last (and only: `--max-deliver 1`) delivery itself and
+/// never acks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_delivery_taken_by_a_replica_that_died_is_handled_by_another() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let flags = ["--max-deliver", "1", "--ack-wait", "2s"];
+    // A first run makes the streams and the consumer.
+    let mut first = Worker::start(&nats.url(), &configs.path, &flags).await;
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(30)).await.is_some());
+    let js = nats.jetstream().await;
+    publish(
+        &js,
+        "blob.events.azure",
+        fixture("events/eventgrid.json"),
+        &[],
+    )
+    .await;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("blob-router", "BLOB_EVENTS")
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let taken = batch.next().await.unwrap().unwrap();
+    assert_eq!(taken.info().unwrap().delivered, 1, "its last delivery");
+    drop(batch);
+
+    let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
+    assert_eq!(
+        wait_outputs(&js, 1, Duration::from_secs(30)).await,
+        (1, 0),
+        "logs:\n{}",
+        worker.logs()
+    );
+    let routed = read_all(&js, "BLOB_ROUTED").await;
+    assert_eq!(
+        routed[0].header("Nats-Msg-Id"),
+        Some("831e1650-001e-001b-66ab-eeb76e069631:qc-analyzer-results")
+    );
+    worker
+        .wait_metric(
+            "blob_router_events_total{outcome=\"routed\"}",
+            1.0,
             Duration::from_secs(10),
         )
         .await;
