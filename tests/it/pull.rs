@@ -205,8 +205,20 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
             .unwrap();
     }
     // They come to another puller of the same consumer after the delay, not after
-    // ack_wait (30 s), in any order (the naks are separate messages).
-    let mut next = Puller::new(js.clone(), &consumer, settings).await.unwrap();
+    // ack_wait (30 s), in any order (the naks are separate messages). That puller's
+    // request must outlive the delay: one sent now with the same expiry would expire
+    // just as the naks fall due, and nats-server 2.9 (fixed in 2.10, nats-server#5305
+    // and #5338), finding a redelivery due and only an expired request waiting, drops
+    // it from its redelivery queue and steps its stream cursor back instead: the
+    // redelivery waits for ack_wait and the last message new to the consumer is
+    // delivered again (seen under load: in.2, in.3, in.4, in.4).
+    let next_settings = PullSettings {
+        expires: LONG_EXPIRY,
+        ..settings
+    };
+    let mut next = Puller::new(js.clone(), &consumer, next_settings)
+        .await
+        .unwrap();
     let mut again = Vec::new();
     for _ in 1..5 {
         let msg = tokio::time::timeout(Duration::from_secs(15), next.next())
