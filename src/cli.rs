@@ -384,6 +384,11 @@ pub struct RunArgs {
     /// is retried.
     #[arg(long, env = "BLOB_ROUTER_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub publish_timeout: Duration,
+    /// How long a message the server stopped delivering unseen (or whose dead letter
+    /// failed on its last delivery) is retried from its stored copy before it is
+    /// reported abandoned.
+    #[arg(long, env = "BLOB_ROUTER_STORED_COPY_PATIENCE", value_parser = humantime::parse_duration, default_value = "2m")]
+    pub stored_copy_patience: Duration,
     /// Input messages larger than this (bytes) are dead-lettered `oversized_event`
     /// without being parsed.
     #[arg(long, env = "BLOB_ROUTER_MAX_EVENT_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]

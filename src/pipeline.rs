@@ -11,7 +11,8 @@
 //! unparsed; the outputs of one message await their PubAcks at most [`PUBLISH_WINDOW`]
 //! at a time; and a message that fails on its last allowed delivery (`--max-deliver`) is
 //! dead-lettered `max_deliveries_exceeded` with its last error, then acked. If even that
-//! dead letter fails it is left unacked (the server delivers it no more) and counted.
+//! dead letter fails it is left unacked: the server delivers it no more, and it is tried
+//! again from its stored copy ([`Pipeline::handle_stored`]).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -32,7 +33,7 @@ use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
 use crate::router::{self, Match};
 use crate::store::StoreError;
-use crate::telemetry::events::{InternalEvent, MessageAbandoned, MessageRetried};
+use crate::telemetry::events::{InternalEvent, LastDeliveryUnfinished, MessageRetried};
 use crate::telemetry::Chain;
 
 /// Outputs of one message awaiting their PubAck at once: a message of many records
@@ -278,7 +279,8 @@ impl Pipeline {
     /// The message failed (`why`, `error`): nak it for a later retry, or, on its last
     /// delivery, dead-letter it whole as `max_deliveries_exceeded` and ack it. If that
     /// dead letter fails too, the message is left unacked: the server delivers it no
-    /// more, so this happens (and is logged) once per message.
+    /// more (so this happens, and is logged, once per message), and its stored copy is
+    /// tried once the ack wait runs out.
     async fn failed(
         &self,
         msg: &Message,
@@ -319,7 +321,7 @@ impl Pipeline {
                 metrics.counters.dead_letters[Reason::MaxDeliveriesExceeded.index()]
                     .fetch_add(1, Relaxed);
             }
-            Err(e) => MessageAbandoned {
+            Err(e) => LastDeliveryUnfinished {
                 seq: input.stream_seq,
                 delivered,
                 failure: &failure,
@@ -362,6 +364,34 @@ impl Pipeline {
         for (reason, n) in tally.dead {
             counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
         }
+        Ok(())
+    }
+
+    /// Dead-letters whole, as `max_deliveries_exceeded`, a message whose stored copy
+    /// could not be handled either (`failure`): what its last delivery would have had.
+    /// The `Nats-Msg-Id` is the one [`Self::failed`] gives the same message.
+    pub async fn dead_letter_stored(
+        &self,
+        stream: &str,
+        seq: u64,
+        msg: &StoredMessage,
+        failure: &str,
+    ) -> Result<(), PublishFailure> {
+        let input = InputMessage {
+            subject: &msg.subject,
+            payload: &msg.payload,
+            headers: Some(&msg.headers),
+            stream,
+            stream_seq: seq,
+            received_at: SystemTime::now(),
+        };
+        let dead = DeadLetterPlan::message(
+            Reason::MaxDeliveriesExceeded,
+            format!("the server stopped delivering it, and its stored copy failed: {failure}"),
+        );
+        self.dead_letter_again(&input, 0, &dead).await?;
+        self.cache.metrics().counters.dead_letters[Reason::MaxDeliveriesExceeded.index()]
+            .fetch_add(1, Relaxed);
         Ok(())
     }
 

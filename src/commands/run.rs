@@ -159,7 +159,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
         let (consumer, delivery) = nats::consumer::durable(&js, &args.consumer()).await?;
         // Before the first message: an advisory for any message from here on is caught.
-        let advisories = given_up::subscribe(&client, &args.nats.input_stream, &args.nats.consumer)
+        // On the publishing connection: the consuming one is dropped by a header the
+        // client cannot read (see nats::given_up), and an advisory read with it would be
+        // lost.
+        let advisories = given_up::subscribe(&publish_client, &args.nats.input_stream, &args.nats.consumer)
             .await
             .context("subscribing to the consumer's max-deliveries advisories")?;
         // PubAcks awaited at most --publish-timeout each, and handed out by a task on
@@ -184,9 +187,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         });
         let watch_stop = stop.child_token();
         let watcher = messages_rt.handle().spawn(watch_given_up(
-            js.clone(),
+            jetstream::new(publish_client.clone()),
             advisories,
             pipeline.clone(),
+            args.stored_copy_patience,
             watch_stop.clone(),
         ));
         ready.store(true, Relaxed);
@@ -236,23 +240,34 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
     result
 }
 
-/// How long one message the server gave up on is tried (read back, handled) before
-/// it is reported lost: its advisory is not sent again.
-const GIVEN_UP_PATIENCE: Duration = Duration::from_secs(120);
-/// How long a stop waits for the one being handled.
+/// How long a stop waits for the message being handled from its stored copy.
 const GIVEN_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// Handles from its stored copy each message the server stops delivering unseen (see
-/// [`nats::given_up`]), one advisory at a time, until `stop`.
+/// [`nats::given_up`]), one advisory at a time, until `stop`. One that cannot be
+/// handled within twice `patience` (see [`handle_given_up`]), or that a stop cuts off
+/// (after [`GIVEN_UP_GRACE`]), is reported abandoned once, with its sequence; so are the
+/// advisories still buffered at the stop.
 async fn watch_given_up(
     js: jetstream::Context,
     mut advisories: async_nats::Subscriber,
     pipeline: Arc<Pipeline>,
+    patience: Duration,
     stop: CancellationToken,
 ) {
+    let metrics = pipeline.cache.metrics();
+    let lost = |advisory: &Advisory, e: &anyhow::Error| {
+        GivenUpLost {
+            seq: advisory.stream_seq,
+            deliveries: advisory.deliveries,
+            error: e.as_ref(),
+        }
+        .emit(metrics)
+    };
     loop {
         let msg = tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
+            _ = stop.cancelled() => break,
             msg = advisories.next() => match msg {
                 Some(msg) => msg,
                 None => return,
@@ -265,42 +280,52 @@ async fn watch_given_up(
                 continue;
             }
         };
-        let handling = handle_given_up(&js, &pipeline, &advisory);
+        // The retries' sleeps are bounded by `patience`; with the attempts themselves, the
+        // whole is given twice that.
+        let bound = patience.saturating_mul(2);
+        let handling =
+            tokio::time::timeout(bound, handle_given_up(&js, &pipeline, &advisory, patience));
         tokio::pin!(handling);
         let outcome = tokio::select! {
-            outcome = &mut handling => Some(outcome),
-            _ = stop.cancelled() => tokio::time::timeout(GIVEN_UP_GRACE, &mut handling).await.ok(),
+            outcome = &mut handling => outcome.map_err(|_| anyhow::anyhow!("not done within twice --stored-copy-patience ({bound:?})")),
+            _ = stop.cancelled() => match tokio::time::timeout(GIVEN_UP_GRACE, &mut handling).await {
+                Ok(outcome) => outcome.map_err(|_| anyhow::anyhow!("not done within twice --stored-copy-patience ({bound:?})")),
+                Err(_) => Err(anyhow::anyhow!("stopping")),
+            },
         };
-        let lost = |e: &anyhow::Error| {
-            GivenUpLost {
-                seq: advisory.stream_seq,
-                deliveries: advisory.deliveries,
-                error: e.as_ref(),
-            }
-            .emit(pipeline.cache.metrics())
-        };
-        match outcome {
-            Some(Ok(unreadable_headers)) => tracing::warn!(
+        match outcome.and_then(|handled| handled) {
+            Ok(unreadable_headers) => tracing::warn!(
                 seq = advisory.stream_seq,
                 deliveries = advisory.deliveries,
                 unreadable_headers,
                 "the server stopped delivering a message none of whose deliveries was seen to its end; handled from its stored copy"
             ),
-            Some(Err(e)) => lost(&e),
-            None => lost(&anyhow::anyhow!("stopping")),
+            Err(e) => lost(&advisory, &e),
+        }
+    }
+    // Stopping: no more advisories come here (the queue group's other members take them),
+    // and those already here are reported, not dropped unseen.
+    let _ = advisories.unsubscribe().await;
+    while let Ok(Some(msg)) =
+        tokio::time::timeout(Duration::from_millis(50), advisories.next()).await
+    {
+        if let Ok(advisory) = Advisory::parse(&msg.payload) {
+            lost(&advisory, &anyhow::anyhow!("stopping"));
         }
     }
 }
 
 /// Reads the message an advisory names and handles it, each step retried with backoff
-/// for up to [`GIVEN_UP_PATIENCE`]. Returns how many of its header lines could not be
-/// read (they are dropped).
+/// for `patience`; a copy that still fails is dead-lettered whole as
+/// `max_deliveries_exceeded`, as its last delivery would have been. Returns how many of
+/// its header lines could not be read (they are dropped).
 async fn handle_given_up(
     js: &jetstream::Context,
     pipeline: &Pipeline,
     advisory: &Advisory,
+    patience: Duration,
 ) -> anyhow::Result<usize> {
-    let policy = || retry_policy().with_total_delay(Some(GIVEN_UP_PATIENCE));
+    let policy = || retry_policy().with_total_delay(Some(patience));
     let seq = advisory.stream_seq;
     let stored = (|| given_up::fetch(js, &advisory.stream, seq))
         .retry(policy())
@@ -308,12 +333,26 @@ async fn handle_given_up(
         .when(given_up::FetchError::is_transient)
         .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "reading a message the server gave up on"))
         .await?;
-    (|| pipeline.handle_stored(&advisory.stream, seq, &stored))
+    let handled = (|| pipeline.handle_stored(&advisory.stream, seq, &stored))
         .retry(policy())
         .sleep(tokio::time::sleep)
         .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "handling a message the server gave up on"))
-        .await
-        .context("handling its stored copy")?;
+        .await;
+    if let Err(e) = handled {
+        // As a last delivery that fails: dead-lettered whole, with the error.
+        let failure = Chain(&e).to_string();
+        pipeline
+            .dead_letter_stored(&advisory.stream, seq, &stored, &failure)
+            .await
+            .with_context(|| {
+                format!("dead-lettering it after its stored copy failed: {failure}")
+            })?;
+        tracing::warn!(
+            seq,
+            failure,
+            "a stored copy failed; dead-lettered as max_deliveries_exceeded"
+        );
+    }
     Ok(stored.unreadable_headers)
 }
 

@@ -80,14 +80,15 @@ pub enum FetchError {
     /// The stream no longer holds the sequence (removed by its limits, or deleted).
     #[error("the stream no longer holds sequence {0}")]
     Gone(u64),
-    /// JetStream did not answer, or refused: may work later.
+    /// JetStream did not answer: may work later.
     #[error("reading sequence {seq} from the stream")]
     Request {
         seq: u64,
         #[source]
         source: async_nats::jetstream::context::RequestError,
     },
-    /// JetStream answered with an error other than "no message".
+    /// JetStream answered with an error other than "no message" (a stream gone for
+    /// good, or one that may pass: no leader for a moment).
     #[error("reading sequence {seq} from the stream: {error}")]
     Api {
         seq: u64,
@@ -103,9 +104,14 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Whether trying again may help.
+    /// Whether trying again may help: not when the message or its stream is gone, or
+    /// the answer cannot be decoded.
     pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Request { .. })
+        match self {
+            FetchError::Request { .. } => true,
+            FetchError::Api { error, .. } => error.error_code() != ErrorCode::STREAM_NOT_FOUND,
+            FetchError::Gone(_) | FetchError::Decode { .. } => false,
+        }
     }
 }
 
@@ -163,15 +169,17 @@ pub async fn fetch(
 }
 
 /// The headers of a NATS header block (`NATS/1.0` line, then `Name: value` lines), and
-/// how many lines could not be read: not UTF-8, no colon, or a name NATS refuses. A
-/// line starting with a space or tab continues the value before it; a line break left
-/// inside a value becomes a space, as the client does when it reads one.
+/// how many lines could not be read: not UTF-8, no colon, or a name NATS refuses. Read
+/// as async-nats reads a delivered message's, so a copy carries what a delivery would
+/// have: a line starting with whitespace continues the value before it (appended as it
+/// is), values are trimmed, and a carriage return left inside a value becomes a space.
 pub fn read_header_block(block: &[u8]) -> (HeaderMap, usize) {
     let mut headers = HeaderMap::new();
     if block.is_empty() {
         return (headers, 0);
     }
     let mut unreadable = 0;
+    // `str::lines` on bytes: split at LF, a CR before it dropped.
     let mut lines = block
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -181,34 +189,33 @@ pub fn read_header_block(block: &[u8]) -> (HeaderMap, usize) {
         // Not a header block at all: every line is unreadable.
         _ => return (headers, 1 + lines.filter(|l| !l.is_empty()).count()),
     }
-    let continues = |l: &&[u8]| l.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+    let continues =
+        |l: &&[u8]| std::str::from_utf8(l).is_ok_and(|l| l.starts_with(char::is_whitespace));
     while let Some(line) = lines.next() {
         if line.is_empty() {
             continue;
         }
-        let mut value = Vec::new();
-        let name = std::str::from_utf8(line).ok().and_then(|line| {
-            let (name, rest) = line.split_once(':')?;
-            value.extend_from_slice(rest.trim().as_bytes());
-            HeaderName::from_str(name).ok()
+        let header = std::str::from_utf8(line).ok().and_then(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((
+                HeaderName::from_str(name).ok()?,
+                value.trim_start().to_owned(),
+            ))
         });
         // Its continuation lines belong to it, readable or not.
-        let mut readable = name.is_some();
-        while let Some(more) = lines.next_if(continues) {
-            match std::str::from_utf8(more) {
-                Ok(more) => {
-                    value.push(b' ');
-                    value.extend_from_slice(more.trim().as_bytes());
-                }
-                Err(_) => readable = false,
-            }
+        let mut more = Vec::new();
+        while let Some(next) = lines.next_if(continues) {
+            more.push(next);
         }
-        match (name, readable) {
-            (Some(name), true) => {
-                let value = String::from_utf8(value).expect("built from UTF-8 slices");
+        match header {
+            Some((name, mut value)) => {
+                for next in more {
+                    value.push_str(std::str::from_utf8(next).expect("checked by `continues`"));
+                }
+                value.truncate(value.trim_end().len());
                 headers.append(name, value);
             }
-            _ => unreadable += 1,
+            None => unreadable += 1,
         }
     }
     (headers, unreadable)
@@ -244,7 +251,8 @@ mod tests {
         assert_eq!(unreadable, 3, "no colon, a space in the name, not UTF-8");
         assert_eq!(h.get("eventType").unwrap().as_str(), "OBJECT_FINALIZE");
         assert_eq!(h.get("X-Note").unwrap().as_str(), "a b");
-        assert_eq!(h.get("X-Long").unwrap().as_str(), "one two");
+        // Appended as it is, as async-nats does.
+        assert_eq!(h.get("X-Long").unwrap().as_str(), "one  two");
         assert_eq!(h.iter().count(), 3);
     }
 

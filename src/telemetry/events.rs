@@ -165,10 +165,11 @@ impl InternalEvent for MessageRetried<'_> {
 }
 
 /// A message failed on its last allowed delivery and could not even be dead-lettered:
-/// it is left unacked, and the server delivers it no more. Logged once per message at
-/// error (the server does not bring it back, so this cannot loop); operators find it
-/// in the input stream by its sequence.
-pub struct MessageAbandoned<'a> {
+/// it is left unacked. Once its ack wait runs out the server stops delivering it, and
+/// it is tried again from its stored copy ([`GivenUpLost`] if that fails too, so a
+/// message is counted abandoned once). Logged once per message (the server does not
+/// bring it back, so this cannot loop).
+pub struct LastDeliveryUnfinished<'a> {
     pub seq: u64,
     pub delivered: i64,
     /// Why the message failed (its last delivery).
@@ -177,23 +178,22 @@ pub struct MessageAbandoned<'a> {
     pub error: &'a (dyn std::error::Error + 'static),
 }
 
-impl InternalEvent for MessageAbandoned<'_> {
-    fn emit(self, m: &Metrics) {
+impl InternalEvent for LastDeliveryUnfinished<'_> {
+    fn emit(self, _: &Metrics) {
         tracing::error!(
             error = %super::Chain(self.error),
             failure = self.failure,
             seq = self.seq,
             delivered = self.delivered,
-            "message abandoned: its last delivery failed and so did its dead letter; it stays unacked in the input stream"
+            "its last delivery failed and so did its dead letter; left unacked, to be tried from its stored copy once the server stops delivering it"
         );
-        m.counters.messages_abandoned.fetch_add(1, Relaxed);
     }
 }
 
-/// The server stopped delivering a message unseen (see [`crate::nats::given_up`]) and its
-/// stored copy could not be handled either, within the patience given to it: the
-/// advisory is not sent again, so this is logged once. The message stays in the input
-/// stream, where its sequence finds it.
+/// The server stopped delivering a message (see [`crate::nats::given_up`]) and its stored
+/// copy could not be handled either, within `--stored-copy-patience`: the advisory is
+/// not sent again, so this is logged once. The one place a message is counted
+/// abandoned.
 pub struct GivenUpLost<'a> {
     pub seq: u64,
     pub deliveries: u64,
@@ -206,7 +206,7 @@ impl InternalEvent for GivenUpLost<'_> {
             error = %super::Chain(self.error),
             seq = self.seq,
             deliveries = self.deliveries,
-            "message abandoned: the server stopped delivering it unseen and its stored copy could not be handled; it stays in the input stream"
+            "message abandoned: the server stopped delivering it and its stored copy could not be handled either; look it up in the input stream by its sequence"
         );
         m.counters.messages_abandoned.fetch_add(1, Relaxed);
     }

@@ -163,6 +163,8 @@ async fn when_the_dead_letter_stream_refuses_too_the_message_is_counted_and_logg
         "50ms",
         "--ack-wait",
         "1s",
+        "--stored-copy-patience",
+        "1s",
     ];
     let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
     js.delete_stream("BLOB_DLQ").await.unwrap();
@@ -192,6 +194,17 @@ async fn when_the_dead_letter_stream_refuses_too_the_message_is_counted_and_logg
     assert_eq!(
         worker.metric("blob_router_messages_abandoned_total").await,
         3.0
+    );
+    // Once when the last delivery failed, once when the stored copy (tried after the
+    // ack wait) failed too; counted only then.
+    assert_eq!(
+        worker
+            .logs()
+            .matches("its last delivery failed and so did its dead letter")
+            .count(),
+        3,
+        "logs:\n{}",
+        worker.logs()
     );
     assert_eq!(
         worker.logs().matches("message abandoned").count(),

@@ -360,6 +360,23 @@ async fn messages_whose_deliveries_never_arrive_are_handled_when_the_server_give
             Duration::from_secs(10),
         )
         .await;
+    // Counted once each, as deliveries would have been.
+    for (series, n) in [
+        ("blob_router_events_total{outcome=\"routed\"}", 3.0),
+        ("blob_router_events_total{outcome=\"dead_lettered\"}", 1.0),
+        ("blob_router_messages_abandoned_total", 0.0),
+    ] {
+        assert_eq!(worker.metric(series).await, n, "{series}");
+    }
+    assert_eq!(
+        worker
+            .logs()
+            .matches("handled from its stored copy")
+            .count(),
+        3,
+        "logs:\n{}",
+        worker.logs()
+    );
     assert!(
         worker.logs().contains("handled from its stored copy"),
         "logs:\n{}",
@@ -416,6 +433,12 @@ async fn a_last_delivery_taken_by_a_replica_that_died_is_handled_by_another() {
             Duration::from_secs(10),
         )
         .await;
+    assert_eq!(
+        worker
+            .metric("blob_router_events_total{outcome=\"routed\"}")
+            .await,
+        1.0
+    );
     assert!(
         worker.logs().contains("handled from its stored copy"),
         "logs:\n{}",
