@@ -35,6 +35,8 @@ pub struct DeliveryPolicy {
     /// (an existing consumer JetStream would not update). `None`: unlimited.
     pub max_deliver: Option<i64>,
     retry_backoff: Vec<Duration>,
+    /// The server's `ack_wait`: a delivery not acked within it is given up.
+    ack_wait: Duration,
 }
 
 impl DeliveryPolicy {
@@ -42,7 +44,22 @@ impl DeliveryPolicy {
         Self {
             max_deliver: (max_deliver > 0).then_some(max_deliver),
             retry_backoff,
+            ack_wait: DEFAULT_ACK_WAIT,
         }
+    }
+
+    /// With the server's `ack_wait`.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        if !ack_wait.is_zero() {
+            self.ack_wait = ack_wait;
+        }
+        self
+    }
+
+    /// How often a message being worked on tells the server so (a progress ack), when
+    /// it must not be given up meanwhile: three times per `ack_wait`.
+    pub fn progress_every(&self) -> Duration {
+        (self.ack_wait / 3).max(Duration::from_millis(1))
     }
 
     /// Delay before a message nak'ed after its `delivered`-th delivery comes back.
@@ -60,6 +77,9 @@ impl DeliveryPolicy {
         self.max_deliver.is_some_and(|max| delivered >= max)
     }
 }
+
+/// JetStream's `ack_wait` when a consumer has none set.
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Nak delay when no schedule is given.
 const DEFAULT_RETRY: Duration = Duration::from_secs(1);
@@ -183,10 +203,9 @@ pub async fn durable(
             }
         }
     };
-    let policy = DeliveryPolicy::new(
-        consumer.cached_info().config.max_deliver,
-        settings.retry_backoff.clone(),
-    );
+    let config = &consumer.cached_info().config;
+    let policy = DeliveryPolicy::new(config.max_deliver, settings.retry_backoff.clone())
+        .with_ack_wait(config.ack_wait);
     Ok((consumer, policy))
 }
 
@@ -403,6 +422,14 @@ mod tests {
         assert!(!p.is_last(1) && !p.is_last(2));
         assert!(p.is_last(3) && p.is_last(4));
         let unlimited = DeliveryPolicy::new(-1, vec![]);
+        assert_eq!(p.progress_every(), DEFAULT_ACK_WAIT / 3);
+        let p = p.with_ack_wait(Duration::from_secs(3));
+        assert_eq!(p.progress_every(), Duration::from_secs(1));
+        assert_eq!(
+            p.with_ack_wait(Duration::ZERO).progress_every(),
+            Duration::from_secs(1),
+            "zero is no setting"
+        );
         assert!(!unlimited.is_last(i64::MAX));
     }
 

@@ -259,6 +259,62 @@ async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
     }
 }
 
+/// A last delivery that takes longer than `ack_wait` (here a PubAck that never comes,
+/// waited for 3 s against an ack wait of 1 s) tells the server it is being worked on,
+/// so the server does not give the message up meanwhile: it is dead-lettered once, by
+/// that delivery, and not handled a second time from its stored copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_last_delivery_is_not_given_up_while_it_runs() {
+    let nats = NatsServer::start();
+    let yaml = String::from_utf8(fixture("configs.yaml"))
+        .unwrap()
+        .replace("subject: blob.routed.qc-analyzer", "subject: silent.qc");
+    let configs = ConfigFile::new(&yaml);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut silent = client.subscribe("silent.>").await.unwrap();
+    let flags = [
+        "--max-deliver",
+        "1",
+        "--ack-wait",
+        "1s",
+        "--publish-timeout",
+        "3s",
+    ];
+    let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
+    let js = nats.jetstream().await;
+
+    publish_inputs(&js, 1, 0).await;
+    assert!(
+        wait_drained(&js, Duration::from_secs(30)).await,
+        "logs:\n{}",
+        worker.logs()
+    );
+    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(10)).await, (0, 1));
+    assert_eq!(
+        worker
+            .metric("blob_router_dead_letters_total{reason=\"max_deliveries_exceeded\"}")
+            .await,
+        1.0
+    );
+    // One publish, by the one delivery; no stored copy was handled.
+    tokio::time::timeout(Duration::from_secs(5), silent.next())
+        .await
+        .expect("the delivery's publish")
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), silent.next())
+            .await
+            .is_err(),
+        "published again: logs:\n{}",
+        worker.logs()
+    );
+    assert!(
+        !worker.logs().contains("stored copy"),
+        "logs:\n{}",
+        worker.logs()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_input_is_dead_lettered_unparsed_with_its_bytes() {
     let nats = NatsServer::start();
