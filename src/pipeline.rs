@@ -20,9 +20,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
@@ -125,6 +127,32 @@ pub enum StoredFailure {
     Publish(#[source] PublishFailure),
 }
 
+/// Tells the server every `every` that `msg` is being worked on (a progress ack), from a
+/// task of its own, until the guard returned is dropped.
+fn keep_alive(msg: &Message, every: Duration) -> DropGuard {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let client = msg.context.client();
+    let reply = msg.reply.clone();
+    tokio::spawn(async move {
+        let Some(reply) = reply else { return };
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped.cancelled() => return,
+                _ = ticks.tick() => {
+                    if let Err(e) = client.publish(reply.clone(), Bytes::from_static(b"+WPI")).await {
+                        tracing::debug!(error = %e, "progress ack failed");
+                    }
+                }
+            }
+        }
+    });
+    stop.drop_guard()
+}
+
 /// A routed output JetStream can never store, dead-lettered in a second round.
 struct Redirect {
     idx: usize,
@@ -139,87 +167,62 @@ impl Pipeline {
     pub fn handle(&self, msg: Message) -> impl Future<Output = ()> + Send + '_ {
         async move {
             let msg = &msg;
-            let delivery = Delivery::of_message(msg);
-            if self.delivery.is_last(delivery.delivered) {
-                // Boxed: rare, and the work's future is large.
-                return Box::pin(self.keep_alive(msg, self.work(msg, delivery))).await;
-            }
-            self.work(msg, delivery).await
-        }
-    }
+            let started = Instant::now();
+            let counters = &self.cache.metrics().counters;
+            counters.messages_received.fetch_add(1, Relaxed);
+            let Delivery {
+                stream,
+                stream_seq,
+                delivered,
+            } = Delivery::of_message(msg);
+            // A last delivery must not be given up while it runs (it would be handled
+            // again from its stored copy, see `crate::nats::given_up`): rare, so a task
+            // of its own tells the server, until this ends.
+            let _alive = self
+                .delivery
+                .is_last(delivered)
+                .then(|| keep_alive(msg, self.delivery.progress_every()));
+            let input = InputMessage {
+                subject: msg.subject.as_str(),
+                payload: &msg.payload,
+                headers: msg.headers.as_ref(),
+                stream,
+                stream_seq,
+                received_at: SystemTime::now(),
+            };
+            let event_type = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::EVENT_TYPE))
+                .map(|v| v.as_str());
 
-    /// Runs `work` on the last delivery of `msg`, telling the server it is being worked
-    /// on (a progress ack) every [`DeliveryPolicy::progress_every`]: past its ack wait
-    /// the server would give the message up, and it would be handled again from its
-    /// stored copy while this delivery still runs (see [`crate::nats::given_up`]).
-    async fn keep_alive(&self, msg: &Message, work: impl Future<Output = ()>) {
-        let every = self.delivery.progress_every();
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut work => return,
-                _ = ticks.tick() => {
-                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                        tracing::debug!(error = %e, "progress ack failed");
+            let plans = match self.plan(&msg.payload, event_type).await {
+                Ok(plans) => plans,
+                Err(e) => {
+                    let why = "config source unavailable on a miss";
+                    return Box::pin(self.failed(msg, &input, delivered, why, &*e)).await;
+                }
+            };
+
+            match self.publish_all(Some(msg), &input, plans).await {
+                Ok(tally) => {
+                    if let Err(e) = msg.ack().await {
+                        // Redelivery will republish; de-duplication keeps outputs single.
+                        tracing::warn!(error = %e, seq = stream_seq, "ack failed");
+                        return;
                     }
+                    counters.events_routed.fetch_add(tally.routed, Relaxed);
+                    for (reason, n) in tally.dead {
+                        counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
+                    }
+                    self.cache
+                        .metrics()
+                        .record_latency(started.elapsed().as_secs_f64());
                 }
+                // The failure paths are boxed: their futures are large and rarely run, and
+                // every message's future would otherwise carry (and copy) their size.
+                Err(e) => Box::pin(self.failed(msg, &input, delivered, "publish failed", &e)).await,
             }
-        }
-    }
-
-    /// [`Self::handle`]'s work on one delivery.
-    async fn work(&self, msg: &Message, delivery: Delivery<'_>) {
-        let started = Instant::now();
-        let counters = &self.cache.metrics().counters;
-        counters.messages_received.fetch_add(1, Relaxed);
-        let Delivery {
-            stream,
-            stream_seq,
-            delivered,
-        } = delivery;
-        let input = InputMessage {
-            subject: msg.subject.as_str(),
-            payload: &msg.payload,
-            headers: msg.headers.as_ref(),
-            stream,
-            stream_seq,
-            received_at: SystemTime::now(),
-        };
-        let event_type = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(headers::EVENT_TYPE))
-            .map(|v| v.as_str());
-
-        let plans = match self.plan(&msg.payload, event_type).await {
-            Ok(plans) => plans,
-            Err(e) => {
-                let why = "config source unavailable on a miss";
-                return Box::pin(self.failed(msg, &input, delivered, why, &*e)).await;
-            }
-        };
-
-        match self.publish_all(Some(msg), &input, plans).await {
-            Ok(tally) => {
-                if let Err(e) = msg.ack().await {
-                    // Redelivery will republish; de-duplication keeps outputs single.
-                    tracing::warn!(error = %e, seq = stream_seq, "ack failed");
-                    return;
-                }
-                counters.events_routed.fetch_add(tally.routed, Relaxed);
-                for (reason, n) in tally.dead {
-                    counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
-                }
-                self.cache
-                    .metrics()
-                    .record_latency(started.elapsed().as_secs_f64());
-            }
-            // The failure paths are boxed: their futures are large and rarely run, and
-            // every message's future would otherwise carry (and copy) their size.
-            Err(e) => Box::pin(self.failed(msg, &input, delivered, "publish failed", &e)).await,
         }
     }
 
