@@ -136,7 +136,8 @@ fn keep_alive(msg: &Message, every: Duration) -> DropGuard {
     let reply = msg.reply.clone();
     tokio::spawn(async move {
         let Some(reply) = reply else { return };
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // The first at once: the delivery may have waited among the prefetched ones.
+        let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -242,12 +242,14 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
 /// How long a stop waits for the message being handled from its stored copy.
 const GIVEN_UP_GRACE: Duration = Duration::from_secs(5);
+/// How long the whole dead letter of a stored copy that kept failing may take.
+const GIVEN_UP_DEAD_LETTER: Duration = Duration::from_secs(30);
 
 /// Handles from its stored copy each message the server stops delivering unseen (see
 /// [`nats::given_up`]), one advisory at a time, until `stop`. One that cannot be
-/// handled within twice `patience` (see [`handle_given_up`]), or that a stop cuts off
-/// (after [`GIVEN_UP_GRACE`]), is reported abandoned once, with its sequence; so are the
-/// advisories still buffered at the stop.
+/// handled (see [`handle_given_up`]), whose handling panics, or that a stop cuts off
+/// (after [`GIVEN_UP_GRACE`]) is reported abandoned once, with its sequence; so are the
+/// advisories still on their way at the stop.
 async fn watch_given_up(
     js: jetstream::Context,
     mut advisories: async_nats::Subscriber,
@@ -280,20 +282,20 @@ async fn watch_given_up(
                 continue;
             }
         };
-        // The retries' sleeps are bounded by `patience`; with the attempts themselves, the
-        // whole is given twice that.
-        let bound = patience.saturating_mul(2);
-        let handling =
-            tokio::time::timeout(bound, handle_given_up(&js, &pipeline, &advisory, patience));
+        // A panic ends this message's handling, not the watcher (it is the same code as a
+        // delivery's, which the consume loop guards the same way).
+        let handling = AssertUnwindSafe(handle_given_up(&js, &pipeline, &advisory, patience))
+            .catch_unwind()
+            .map(|done| done.unwrap_or_else(|_| Err(anyhow::anyhow!("its handling panicked"))));
         tokio::pin!(handling);
         let outcome = tokio::select! {
-            outcome = &mut handling => outcome.map_err(|_| anyhow::anyhow!("not done within twice --stored-copy-patience ({bound:?})")),
+            outcome = &mut handling => outcome,
             _ = stop.cancelled() => match tokio::time::timeout(GIVEN_UP_GRACE, &mut handling).await {
-                Ok(outcome) => outcome.map_err(|_| anyhow::anyhow!("not done within twice --stored-copy-patience ({bound:?})")),
+                Ok(outcome) => outcome,
                 Err(_) => Err(anyhow::anyhow!("stopping")),
             },
         };
-        match outcome.and_then(|handled| handled) {
+        match outcome {
             Ok(unreadable_headers) => tracing::warn!(
                 seq = advisory.stream_seq,
                 deliveries = advisory.deliveries,
@@ -304,49 +306,55 @@ async fn watch_given_up(
         }
     }
     // Stopping: no more advisories come here (the queue group's other members take them),
-    // and those already here are reported, not dropped unseen.
-    let _ = advisories.unsubscribe().await;
-    while let Ok(Some(msg)) =
-        tokio::time::timeout(Duration::from_millis(50), advisories.next()).await
-    {
+    // and those already sent here are reported, not dropped unseen: a drain reads up to
+    // the server's answer to the unsubscribe.
+    let _ = advisories.drain().await;
+    while let Ok(Some(msg)) = tokio::time::timeout(GIVEN_UP_GRACE, advisories.next()).await {
         if let Ok(advisory) = Advisory::parse(&msg.payload) {
             lost(&advisory, &anyhow::anyhow!("stopping"));
         }
     }
 }
 
-/// Reads the message an advisory names and handles it, each step retried with backoff
-/// for `patience`; a copy that still fails is dead-lettered whole as
-/// `max_deliveries_exceeded`, as its last delivery would have been. Returns how many of
-/// its header lines could not be read (they are dropped).
+/// Reads the message an advisory names and handles it, retried with backoff until
+/// `patience` has passed (an attempt under way then finishes: each publish in it is
+/// bounded by `--publish-timeout`); a copy that still fails is dead-lettered whole as
+/// `max_deliveries_exceeded`, as its last delivery would have been, within
+/// [`GIVEN_UP_DEAD_LETTER`]. Returns how many of its header lines could not be read
+/// (they are dropped).
 async fn handle_given_up(
     js: &jetstream::Context,
     pipeline: &Pipeline,
     advisory: &Advisory,
     patience: Duration,
 ) -> anyhow::Result<usize> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let in_time = move || tokio::time::Instant::now() < deadline;
     let policy = || retry_policy().with_total_delay(Some(patience));
     let seq = advisory.stream_seq;
     let stored = (|| given_up::fetch(js, &advisory.stream, seq))
         .retry(policy())
         .sleep(tokio::time::sleep)
-        .when(given_up::FetchError::is_transient)
+        .when(|e| e.is_transient() && in_time())
         .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "reading a message the server gave up on"))
         .await?;
     let handled = (|| pipeline.handle_stored(&advisory.stream, seq, &stored))
         .retry(policy())
         .sleep(tokio::time::sleep)
+        .when(|_| in_time())
         .notify(|e, wait| tracing::warn!(error = %Chain(e), retry_in = ?wait, seq, "handling a message the server gave up on"))
         .await;
     if let Err(e) = handled {
         // As a last delivery that fails: dead-lettered whole, with the error.
         let failure = Chain(&e).to_string();
-        pipeline
-            .dead_letter_stored(&advisory.stream, seq, &stored, &failure)
-            .await
-            .with_context(|| {
-                format!("dead-lettering it after its stored copy failed: {failure}")
-            })?;
+        tokio::time::timeout(
+            GIVEN_UP_DEAD_LETTER,
+            pipeline.dead_letter_stored(&advisory.stream, seq, &stored, &failure),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("its dead letter took over {GIVEN_UP_DEAD_LETTER:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("dead-lettering it after its stored copy failed: {failure}"))?;
         tracing::warn!(
             seq,
             failure,

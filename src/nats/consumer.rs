@@ -57,9 +57,11 @@ impl DeliveryPolicy {
     }
 
     /// How often a message being worked on tells the server so (a progress ack), when
-    /// it must not be given up meanwhile: three times per `ack_wait`.
+    /// it must not be given up meanwhile: three times per `ack_wait`, and at least every
+    /// [`MAX_PROGRESS_EVERY`], since another replica (or an operator) may lower the
+    /// consumer's `ack_wait` after this one read it.
     pub fn progress_every(&self) -> Duration {
-        (self.ack_wait / 3).max(Duration::from_millis(1))
+        (self.ack_wait / 3).clamp(Duration::from_millis(1), MAX_PROGRESS_EVERY)
     }
 
     /// Delay before a message nak'ed after its `delivered`-th delivery comes back.
@@ -77,6 +79,9 @@ impl DeliveryPolicy {
         self.max_deliver.is_some_and(|max| delivered >= max)
     }
 }
+
+/// Longest time between two progress acks (see [`DeliveryPolicy::progress_every`]).
+const MAX_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// JetStream's `ack_wait` when a consumer has none set.
 const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
@@ -422,7 +427,7 @@ mod tests {
         assert!(!p.is_last(1) && !p.is_last(2));
         assert!(p.is_last(3) && p.is_last(4));
         let unlimited = DeliveryPolicy::new(-1, vec![]);
-        assert_eq!(p.progress_every(), DEFAULT_ACK_WAIT / 3);
+        assert_eq!(p.progress_every(), MAX_PROGRESS_EVERY, "30 s / 3, capped");
         let p = p.with_ack_wait(Duration::from_secs(3));
         assert_eq!(p.progress_every(), Duration::from_secs(1));
         assert_eq!(

@@ -158,7 +158,7 @@ const COUNTERS: &[CounterSpec] = &[
     ),
     (
         "blob_router_messages_abandoned",
-        "Input messages left unacked after their last delivery: even the dead letter failed",
+        "Input messages the server stopped delivering whose stored copy could not be handled or dead-lettered either",
         |c| c.messages_abandoned.load(Relaxed),
     ),
 ];

@@ -368,15 +368,19 @@ async fn messages_whose_deliveries_never_arrive_are_handled_when_the_server_give
     ] {
         assert_eq!(worker.metric(series).await, n, "{series}");
     }
-    assert_eq!(
-        worker
-            .logs()
-            .matches("handled from its stored copy")
-            .count(),
-        3,
-        "logs:\n{}",
-        worker.logs()
-    );
+    // The two unreadable ones, at least (the S3 message is lost with them only when it
+    // is read with one of them).
+    for seq in [1, 2] {
+        assert!(
+            worker
+                .logs()
+                .lines()
+                .any(|l| l.contains("handled from its stored copy")
+                    && l.contains(&format!("seq={seq} "))),
+            "seq {seq}; logs:\n{}",
+            worker.logs()
+        );
+    }
     assert!(
         worker.logs().contains("handled from its stored copy"),
         "logs:\n{}",
