@@ -36,6 +36,7 @@ use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
 use crate::router::{self, Match};
 use crate::store::StoreError;
 use crate::telemetry::events::{InternalEvent, LastDeliveryUnfinished, MessageRetried};
+use crate::telemetry::metrics::Counters;
 use crate::telemetry::Chain;
 
 /// Outputs of one message awaiting their PubAck at once: a message of many records
@@ -127,6 +128,19 @@ pub enum StoredFailure {
     Publish(#[source] PublishFailure),
 }
 
+/// The facts of a message read back from `stream` at `seq` (see
+/// [`Pipeline::handle_stored`]), as a delivery of it would have them.
+fn stored_input<'a>(stream: &'a str, seq: u64, msg: &'a StoredMessage) -> InputMessage<'a> {
+    InputMessage {
+        subject: &msg.subject,
+        payload: &msg.payload,
+        headers: Some(&msg.headers),
+        stream,
+        stream_seq: seq,
+        received_at: SystemTime::now(),
+    }
+}
+
 /// Tells the server every `every` that `msg` is being worked on (a progress ack), from a
 /// task of its own, until the guard returned is dropped.
 fn keep_alive(msg: &Message, every: Duration) -> DropGuard {
@@ -212,10 +226,7 @@ impl Pipeline {
                         tracing::warn!(error = %e, seq = stream_seq, "ack failed");
                         return;
                     }
-                    counters.events_routed.fetch_add(tally.routed, Relaxed);
-                    for (reason, n) in tally.dead {
-                        counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
-                    }
+                    tally.record(counters);
                     self.cache
                         .metrics()
                         .record_latency(started.elapsed().as_secs_f64());
@@ -378,14 +389,7 @@ impl Pipeline {
         seq: u64,
         msg: &StoredMessage,
     ) -> Result<(), StoredFailure> {
-        let input = InputMessage {
-            subject: &msg.subject,
-            payload: &msg.payload,
-            headers: Some(&msg.headers),
-            stream,
-            stream_seq: seq,
-            received_at: SystemTime::now(),
-        };
+        let input = stored_input(stream, seq, msg);
         let event_type = msg.headers.get(headers::EVENT_TYPE).map(|v| v.as_str());
         let plans = self
             .plan(&msg.payload, event_type)
@@ -395,11 +399,7 @@ impl Pipeline {
             .publish_all(None, &input, plans)
             .await
             .map_err(StoredFailure::Publish)?;
-        let counters = &self.cache.metrics().counters;
-        counters.events_routed.fetch_add(tally.routed, Relaxed);
-        for (reason, n) in tally.dead {
-            counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
-        }
+        tally.record(&self.cache.metrics().counters);
         Ok(())
     }
 
@@ -413,14 +413,7 @@ impl Pipeline {
         msg: &StoredMessage,
         failure: &str,
     ) -> Result<(), PublishFailure> {
-        let input = InputMessage {
-            subject: &msg.subject,
-            payload: &msg.payload,
-            headers: Some(&msg.headers),
-            stream,
-            stream_seq: seq,
-            received_at: SystemTime::now(),
-        };
+        let input = stored_input(stream, seq, msg);
         let dead = DeadLetterPlan::message(
             Reason::MaxDeliveriesExceeded,
             format!("the server stopped delivering it, and its stored copy failed: {failure}"),
@@ -607,6 +600,14 @@ impl Tally {
         match plan {
             Plan::Route { .. } => self.routed += 1,
             Plan::Dead(dead) => self.dead(dead.reason),
+        }
+    }
+
+    /// Counts the outcomes, once the message's outputs are all stored.
+    fn record(self, counters: &Counters) {
+        counters.events_routed.fetch_add(self.routed, Relaxed);
+        for (reason, n) in self.dead {
+            counters.dead_letters[reason.index()].fetch_add(n, Relaxed);
         }
     }
 

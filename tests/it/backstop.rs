@@ -217,20 +217,27 @@ async fn when_the_dead_letter_stream_refuses_too_the_message_is_counted_and_logg
     assert_eq!(count(&js, "BLOB_EVENTS").await, 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
-    let nats = NatsServer::start();
-    // The config routes to a subject no stream captures but a plain subscriber takes:
-    // the publish is answered by nobody, so its PubAck times out.
+/// A worker whose config routes to a subject no stream captures but a plain subscriber
+/// takes: a publish there is answered by nobody, so its PubAck times out.
+struct Silent {
+    worker: Worker,
+    js: jetstream::Context,
+    /// Sees each publish to the silent subject.
+    silent: async_nats::Subscriber,
+    _client: async_nats::Client,
+    _configs: ConfigFile,
+}
+
+/// Starts a [`Silent`] worker with `flags`, publishes one routable input and waits until
+/// it is dead-lettered and acked.
+async fn one_input_unanswered(nats: &NatsServer, flags: &[&str]) -> Silent {
     let yaml = String::from_utf8(fixture("configs.yaml"))
         .unwrap()
         .replace("subject: blob.routed.qc-analyzer", "subject: silent.qc");
     let configs = ConfigFile::new(&yaml);
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut silent = client.subscribe("silent.>").await.unwrap();
-    let mut flags = FAST_RETRIES.to_vec();
-    flags.extend(["--publish-timeout", "300ms"]);
-    let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
+    let silent = client.subscribe("silent.>").await.unwrap();
+    let worker = Worker::start(&nats.url(), &configs.path, flags).await;
     let js = nats.jetstream().await;
 
     publish_inputs(&js, 1, 0).await;
@@ -240,7 +247,22 @@ async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
         worker.logs()
     );
     assert_eq!(wait_outputs(&js, 1, Duration::from_secs(10)).await, (0, 1));
-    let dead = read_all(&js, "BLOB_DLQ").await;
+    Silent {
+        worker,
+        js,
+        silent,
+        _client: client,
+        _configs: configs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
+    let nats = NatsServer::start();
+    let mut flags = FAST_RETRIES.to_vec();
+    flags.extend(["--publish-timeout", "300ms"]);
+    let mut run = one_input_unanswered(&nats, &flags).await;
+    let dead = read_all(&run.js, "BLOB_DLQ").await;
     assert_eq!(
         dead[0].header("Blob-Router-Reason"),
         Some("max_deliveries_exceeded")
@@ -252,7 +274,7 @@ async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
     );
     // Each of the three deliveries tried the publish once.
     for _ in 0..3 {
-        tokio::time::timeout(Duration::from_secs(5), silent.next())
+        tokio::time::timeout(Duration::from_secs(5), run.silent.next())
             .await
             .expect("one publish per delivery")
             .unwrap();
@@ -266,12 +288,6 @@ async fn a_pub_ack_that_never_comes_is_retried_then_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_last_delivery_is_not_given_up_while_it_runs() {
     let nats = NatsServer::start();
-    let yaml = String::from_utf8(fixture("configs.yaml"))
-        .unwrap()
-        .replace("subject: blob.routed.qc-analyzer", "subject: silent.qc");
-    let configs = ConfigFile::new(&yaml);
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let mut silent = client.subscribe("silent.>").await.unwrap();
     let flags = [
         "--max-deliver",
         "1",
@@ -280,38 +296,29 @@ async fn a_slow_last_delivery_is_not_given_up_while_it_runs() {
         "--publish-timeout",
         "3s",
     ];
-    let worker = Worker::start(&nats.url(), &configs.path, &flags).await;
-    let js = nats.jetstream().await;
-
-    publish_inputs(&js, 1, 0).await;
-    assert!(
-        wait_drained(&js, Duration::from_secs(30)).await,
-        "logs:\n{}",
-        worker.logs()
-    );
-    assert_eq!(wait_outputs(&js, 1, Duration::from_secs(10)).await, (0, 1));
+    let mut run = one_input_unanswered(&nats, &flags).await;
     assert_eq!(
-        worker
+        run.worker
             .metric("blob_router_dead_letters_total{reason=\"max_deliveries_exceeded\"}")
             .await,
         1.0
     );
     // One publish, by the one delivery; no stored copy was handled.
-    tokio::time::timeout(Duration::from_secs(5), silent.next())
+    tokio::time::timeout(Duration::from_secs(5), run.silent.next())
         .await
         .expect("the delivery's publish")
         .unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_secs(2), silent.next())
+        tokio::time::timeout(Duration::from_secs(2), run.silent.next())
             .await
             .is_err(),
         "published again: logs:\n{}",
-        worker.logs()
+        run.worker.logs()
     );
     assert!(
-        !worker.logs().contains("stored copy"),
+        !run.worker.logs().contains("stored copy"),
         "logs:\n{}",
-        worker.logs()
+        run.worker.logs()
     );
 }
 
