@@ -15,6 +15,7 @@ use crate::nats::{AuthSpec, ConnectSettings, Secret, SecretSource, SettingsError
 use crate::output::Reason;
 use crate::store::mongo::MongoSettings;
 use crate::store::StoreSelection;
+use crate::subject;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -211,7 +212,7 @@ pub struct NatsArgs {
     #[arg(long, env = "BLOB_ROUTER_CREATE_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub create_streams: bool,
     /// Input stream name.
-    #[arg(long, env = "BLOB_ROUTER_INPUT_STREAM", default_value = "BLOB_EVENTS")]
+    #[arg(long, env = "BLOB_ROUTER_INPUT_STREAM", value_parser = parse_name, default_value = "BLOB_EVENTS")]
     pub input_stream: String,
     /// Subjects of the input stream (comma-separated), used when creating it.
     #[arg(
@@ -222,7 +223,7 @@ pub struct NatsArgs {
     )]
     pub input_subjects: Vec<String>,
     /// Routed output stream name.
-    #[arg(long, env = "BLOB_ROUTER_ROUTED_STREAM", default_value = "BLOB_ROUTED")]
+    #[arg(long, env = "BLOB_ROUTER_ROUTED_STREAM", value_parser = parse_name, default_value = "BLOB_ROUTED")]
     pub routed_stream: String,
     /// Subjects of the routed stream (comma-separated), used when creating it. Configs
     /// routing elsewhere need a stream of their own, or are dead-lettered.
@@ -234,16 +235,16 @@ pub struct NatsArgs {
     )]
     pub routed_subjects: Vec<String>,
     /// Prefix of the default routed subject `<prefix>.<source_id>`.
-    #[arg(long, env = "BLOB_ROUTER_ROUTED_PREFIX", default_value = "blob.routed")]
+    #[arg(long, env = "BLOB_ROUTER_ROUTED_PREFIX", value_parser = parse_subject, default_value = "blob.routed")]
     pub routed_prefix: String,
     /// Dead-letter stream name.
-    #[arg(long, env = "BLOB_ROUTER_DLQ_STREAM", default_value = "BLOB_DLQ")]
+    #[arg(long, env = "BLOB_ROUTER_DLQ_STREAM", value_parser = parse_name, default_value = "BLOB_DLQ")]
     pub dlq_stream: String,
     /// Dead letters are published to `<prefix>.<reason>`.
-    #[arg(long, env = "BLOB_ROUTER_DLQ_PREFIX", default_value = "blob.dlq")]
+    #[arg(long, env = "BLOB_ROUTER_DLQ_PREFIX", value_parser = parse_subject, default_value = "blob.dlq")]
     pub dlq_prefix: String,
     /// Durable consumer name, shared by all replicas.
-    #[arg(long, env = "BLOB_ROUTER_CONSUMER", default_value = "blob-router")]
+    #[arg(long, env = "BLOB_ROUTER_CONSUMER", value_parser = parse_name, default_value = "blob-router")]
     pub consumer: String,
     /// Publish de-duplication window of created streams.
     #[arg(long, env = "BLOB_ROUTER_DUPLICATE_WINDOW", value_parser = humantime::parse_duration, default_value = "2m")]
@@ -604,6 +605,18 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A stream or consumer name (see [`crate::subject`]).
+fn parse_name(s: &str) -> Result<String, String> {
+    subject::check_name(s).map_err(|why| format!("{s:?} {why}"))?;
+    Ok(s.to_owned())
+}
+
+/// A subject prefix: itself a subject to publish to (see [`crate::subject`]).
+fn parse_subject(s: &str) -> Result<String, String> {
+    subject::check_publish(s).map_err(|why| format!("{s:?} is not a valid NATS subject: {why}"))?;
+    Ok(s.to_owned())
+}
+
 fn parse_reason(s: &str) -> Result<Reason, String> {
     s.parse::<Reason>().map_err(|e| {
         format!(
@@ -653,7 +666,7 @@ pub enum ConfigsAction {
 #[derive(Debug, Clone, Args)]
 pub struct PrefixArg {
     /// Prefix of the default routed subject `<prefix>.<source_id>`.
-    #[arg(long, env = "BLOB_ROUTER_ROUTED_PREFIX", default_value = "blob.routed")]
+    #[arg(long, env = "BLOB_ROUTER_ROUTED_PREFIX", value_parser = parse_subject, default_value = "blob.routed")]
     pub routed_prefix: String,
 }
 
@@ -738,6 +751,50 @@ mod tests {
             panic!("run expected")
         };
         assert!(!run.nats.create_streams);
+    }
+
+    /// Names and prefixes that end up in subjects are refused at once, with what is
+    /// wrong: the worker's connections trust them (see `crate::subject`).
+    #[test]
+    fn names_and_prefixes_that_would_break_a_subject_are_refused() {
+        for (flag, value, says) in [
+            ("--input-stream", "BLOB EVENTS", "contains ' '"),
+            ("--routed-stream", "a.b", "contains '.'"),
+            ("--dlq-stream", "", "is empty"),
+            ("--consumer", "blob*router", "contains '*'"),
+            ("--dlq-prefix", "blob dlq", "it contains whitespace"),
+            ("--routed-prefix", "blob.>", "wildcards"),
+            ("--dlq-prefix", "blob..dlq", "empty token"),
+        ] {
+            let err = Cli::try_parse_from(["blob-router", "run", flag, value]).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(flag) && text.contains(says),
+                "{flag} {value:?}: {text}"
+            );
+        }
+        let cli = Cli::try_parse_from([
+            "blob-router",
+            "run",
+            "--input-stream",
+            "IN-1",
+            "--consumer",
+            "c_2",
+            "--dlq-prefix",
+            "x.dead",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(
+            (
+                run.nats.input_stream.as_str(),
+                run.nats.consumer.as_str(),
+                run.nats.dlq_prefix.as_str()
+            ),
+            ("IN-1", "c_2", "x.dead")
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! Around that: [`cli`] (every flag, also an env var), [`commands`] (`run` owns the
 //! startup order and shutdown; `check`; `configs`; `replay` puts dead letters back, read
 //! through [`output::DeadLetter`]; `loadgen` measures the pipeline from outside),
-//! [`http`] (health and metrics), [`telemetry`] (logs, metrics, and one type per internal
+//! [`http`] (health and metrics), [`subject`] (what may go in a NATS subject, for
+//! configs and flags alike), [`telemetry`] (logs, metrics, and one type per internal
 //! event), [`progress`] (the tools' progress display) and [`shutdown`].
 
 pub mod cache;
@@ -42,4 +43,5 @@ pub mod progress;
 pub mod router;
 pub mod shutdown;
 pub mod store;
+pub mod subject;
 pub mod telemetry;

@@ -119,14 +119,17 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // one --nats-connect-timeout. The publishing connection's one subscription
         // takes the PubAcks of every output in flight: room for all of them
         // (src/nats/publisher.rs).
-        let publish_settings = nats_settings.clone().with_subscription_capacity(
+        // Every subject either publishes to is a config's, a flag's or the server's
+        // (checked, see crate::subject): the client need not check each publish's again.
+        let consume_settings = nats_settings.clone().with_subjects_checked();
+        let publish_settings = consume_settings.clone().with_subscription_capacity(
             (args.concurrency as usize)
                 .saturating_mul(PUBLISH_WINDOW)
                 .max(DEFAULT_SUBSCRIPTION_CAPACITY),
         );
         let (client, publish_client) = tokio::select! {
             c = futures::future::try_join(
-                messages_rt.connect(&nats_settings, "blob-router"),
+                messages_rt.connect(&consume_settings, "blob-router"),
                 messages_rt.connect(&publish_settings, "blob-router-publish"),
             ) => c?,
             _ = stop.cancelled() => return Ok(()),

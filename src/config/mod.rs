@@ -25,6 +25,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3Default;
 
+use crate::subject;
+
 /// The ingestion mode the router matches blob-created events against.
 pub const BLOB_TRIGGER_MODE: &str = "blob_trigger";
 
@@ -212,7 +214,7 @@ impl SourceConfig {
 
         let subject = match doc.route.as_ref().and_then(|r| r.subject.as_deref()) {
             Some(subject) => {
-                if let Err(why) = check_subject(subject) {
+                if let Err(why) = subject::check_publish(subject) {
                     problems.push(format!(
                         "`route.subject` {subject:?} is not a valid NATS publish subject: {why}"
                     ));
@@ -223,7 +225,7 @@ impl SourceConfig {
                 let subject = format!("{routed_prefix}.{}", doc.id);
                 // A bad id is already reported; only blame the prefix when the id is fine.
                 if id_ok {
-                    if let Err(why) = check_subject(&subject) {
+                    if let Err(why) = subject::check_publish(&subject) {
                         problems.push(format!(
                             "default subject {subject:?} (routed prefix {routed_prefix:?} + `_id`) \
                              is not a valid NATS publish subject: {why} (set `route.subject`)"
@@ -359,47 +361,17 @@ where
 
 /// Checks `_id`, which becomes a NATS subject token; returns whether it is valid.
 fn check_id(id: &str, problems: &mut Vec<String>) -> bool {
-    if id.is_empty() {
-        problems.push("`_id` is empty".to_owned());
-        return false;
-    }
-    let bad: Vec<String> = id
-        .chars()
-        .filter(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'))
-        .map(|c| format!("{c:?}"))
-        .collect::<Vec<_>>();
-    if bad.is_empty() {
-        return true;
-    }
-    let mut unique = Vec::new();
-    for c in bad {
-        if !unique.contains(&c) {
-            unique.push(c);
+    match subject::check_name(id) {
+        Ok(()) => true,
+        Err(why) => {
+            problems.push(if id.is_empty() {
+                format!("`_id` {why}")
+            } else {
+                format!("`_id` {id:?} {why}")
+            });
+            false
         }
     }
-    problems.push(format!(
-        "`_id` {id:?} contains {} (it becomes a NATS subject token, so whitespace, `.`, `*` \
-         and `>` are not allowed)",
-        unique.join(", ")
-    ));
-    false
-}
-
-/// A NATS publish subject: non-empty `.`-separated tokens, no whitespace, no wildcards.
-fn check_subject(subject: &str) -> Result<(), String> {
-    if subject.is_empty() {
-        return Err("it is empty".to_owned());
-    }
-    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it contains whitespace".to_owned());
-    }
-    if subject.split('.').any(str::is_empty) {
-        return Err("it has an empty token (leading, trailing or doubled `.`)".to_owned());
-    }
-    if subject.contains(['*', '>']) {
-        return Err("wildcards `*` and `>` are not allowed when publishing".to_owned());
-    }
-    Ok(())
 }
 
 /// Compiled patterns by pattern text.

@@ -148,6 +148,9 @@ pub struct ConnectSettings {
     /// Messages a subscription holds before the client drops the excess (a slow
     /// consumer); the client's default (65,536) when unset.
     subscription_capacity: Option<usize>,
+    /// Every subject published on the connection is checked before (see
+    /// [`crate::subject`]): the client does not check each again.
+    subjects_checked: bool,
 }
 
 impl ConnectSettings {
@@ -215,6 +218,7 @@ impl ConnectSettings {
             auth,
             tls: tls.clone(),
             subscription_capacity: None,
+            subjects_checked: false,
         })
     }
 
@@ -223,6 +227,17 @@ impl ConnectSettings {
     /// flight, see [`crate::nats::publisher`]).
     pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = Some(capacity);
+        self
+    }
+
+    /// The same settings, for a connection that publishes only to subjects checked
+    /// already: those of configs and flags ([`crate::subject`]), reply subjects the
+    /// server gave and inboxes of its own. The client then skips its check of each
+    /// publish's subject (for spaces and line breaks, which would break the protocol
+    /// line), about a thousand instructions per routed event. Subscriptions are
+    /// checked all the same.
+    pub fn with_subjects_checked(mut self) -> Self {
+        self.subjects_checked = true;
         self
     }
 
@@ -255,6 +270,9 @@ impl ConnectSettings {
         }
         if let Some(capacity) = self.subscription_capacity {
             options = options.subscription_capacity(capacity);
+        }
+        if self.subjects_checked {
+            options = options.skip_subject_validation(true);
         }
         options
     }

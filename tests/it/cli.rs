@@ -110,6 +110,17 @@ fn bad_flags_fail_fast_with_a_message() {
     assert!(text(&out).contains("--http-addr"), "{}", text(&out));
     let out = blob_router(&["run", "--log-format", "xml"]);
     assert_eq!(out.status.code(), Some(2));
+    // Names and prefixes end up in subjects, which the worker's connections trust.
+    let out = blob_router(&["run", "--dlq-prefix", "blob dlq"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("--dlq-prefix") && text(&out).contains("whitespace"),
+        "{}",
+        text(&out)
+    );
+    let out = blob_router(&["run", "--consumer", "blob.router"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("contains '.'"), "{}", text(&out));
     let out = blob_router(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
