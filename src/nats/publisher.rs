@@ -28,10 +28,16 @@
 //! ever dropped all the same (a slow consumer, logged as a warning), their publishes
 //! would time out and their inputs be retried, which the outputs' `Nats-Msg-Id` keeps
 //! single.
+//!
+//! Nor does each publish set a timer of its own for `--publish-timeout`: one task
+//! ([`Replies::time_out`]) lets go of every publish past its deadline, a few times per
+//! timeout (at most every 100 ms), so a publish gives up up to that much late; and the
+//! queueing of a publish sets a timer only when the client cannot take it at once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::client::PublishErrorKind;
@@ -101,7 +107,7 @@ pub struct Publisher {
     timeout: Duration,
     /// Where the answers are handed out.
     replies: Arc<Replies>,
-    /// Stops the task that hands them out once the last clone is gone.
+    /// Stops the tasks that hand them out and time them out once the last clone is gone.
     _stop: Arc<AbortOnDrop>,
 }
 
@@ -119,8 +125,9 @@ struct Waiting {
     open: bool,
     /// The number the next publish gets.
     next: u64,
-    /// Numbers are ours and sequential: a fast hash is enough.
-    by_number: foldhash::HashMap<u64, oneshot::Sender<Message>>,
+    /// Numbers are ours and sequential: a fast hash is enough. Beside each sender, the
+    /// publish's deadline: [`Replies::time_out`] drops the sender once it has passed.
+    by_number: foldhash::HashMap<u64, (oneshot::Sender<Message>, Instant)>,
 }
 
 impl Replies {
@@ -140,9 +147,9 @@ impl Replies {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A number for one publish, with the receiver its answer will come to; `None`
-    /// once the subscription has ended.
-    fn claim(&self) -> Option<(Ticket<'_>, oneshot::Receiver<Message>)> {
+    /// A number for one publish that gives up at `deadline`, with the receiver its
+    /// answer will come to; `None` once the subscription has ended.
+    fn claim(&self, deadline: Instant) -> Option<(Ticket<'_>, oneshot::Receiver<Message>)> {
         let (tx, answer) = oneshot::channel();
         let mut waiting = self.waiting();
         if !waiting.open {
@@ -150,7 +157,7 @@ impl Replies {
         }
         let number = waiting.next;
         waiting.next += 1;
-        waiting.by_number.insert(number, tx);
+        waiting.by_number.insert(number, (tx, deadline));
         let ticket = Ticket {
             replies: self,
             number,
@@ -172,7 +179,7 @@ impl Replies {
                 .and_then(|n| n.parse::<u64>().ok());
             let Some(number) = number else { continue };
             let waiting = self.waiting().by_number.remove(&number);
-            if let Some(waiting) = waiting {
+            if let Some((waiting, _deadline)) = waiting {
                 // Gone if its publish gave up meanwhile.
                 let _ = waiting.send(answer);
             }
@@ -185,12 +192,44 @@ impl Replies {
     }
 }
 
-/// Aborts the task that hands out the answers when the last publisher clone goes.
-struct AbortOnDrop(tokio::task::AbortHandle);
+impl Replies {
+    /// Every `every`, drops the sender of each publish whose deadline has passed: its
+    /// receiver then sees the sender gone at a time past its deadline, which is how
+    /// [`Publisher::confirm`] tells a timeout from a closed client. One task's timer
+    /// for all publishes, instead of a timer of each publish's own (registered in
+    /// tokio's timer wheel and taken out again, with its locks: about a thousand
+    /// instructions per routed event); a publish times out up to `every` late. Ends
+    /// with the subscription.
+    async fn time_out(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let now = Instant::now();
+            let mut waiting = self.waiting();
+            if !waiting.open {
+                return;
+            }
+            waiting.by_number.retain(|_, (_, deadline)| *deadline > now);
+        }
+    }
+}
+
+/// How often [`Replies::time_out`] looks: a sixteenth of the publish timeout, between
+/// 1 ms and 100 ms (the default 10 s timeout fires within 10.1 s).
+fn time_out_every(timeout: Duration) -> Duration {
+    (timeout / 16).clamp(Duration::from_millis(1), Duration::from_millis(100))
+}
+
+/// Aborts the tasks that hand out and time out the answers when the last publisher
+/// clone goes.
+struct AbortOnDrop([tokio::task::AbortHandle; 2]);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -214,6 +253,7 @@ impl Drop for Ticket<'_> {
 
 /// A publish that has been sent and awaits its PubAck.
 pub struct PendingAck<'a> {
+    /// Its answer; the sender is dropped when the deadline passes or the client closes.
     answer: oneshot::Receiver<Message>,
     /// When the publish gives up: `--publish-timeout` after it was sent.
     deadline: Instant,
@@ -231,7 +271,8 @@ impl Publisher {
         let inbox = client.new_inbox();
         let subscriber = client.subscribe(format!("{inbox}.*")).await?;
         let replies = Arc::new(Replies::new(format!("{inbox}.")));
-        let task = tokio::spawn(replies.clone().hand_out(subscriber));
+        let hand_out = tokio::spawn(replies.clone().hand_out(subscriber));
+        let time_out = tokio::spawn(replies.clone().time_out(time_out_every(timeout)));
         Ok(Self {
             // The stream lookup is bounded like a publish.
             js: jetstream::ContextBuilder::new()
@@ -240,7 +281,10 @@ impl Publisher {
             client,
             timeout,
             replies,
-            _stop: Arc::new(AbortOnDrop(task.abort_handle())),
+            _stop: Arc::new(AbortOnDrop([
+                hand_out.abort_handle(),
+                time_out.abort_handle(),
+            ])),
         })
     }
 
@@ -262,7 +306,7 @@ impl Publisher {
         let deadline = now
             .checked_add(self.timeout)
             .unwrap_or_else(|| now + FAR_FUTURE);
-        let Some((ticket, answer)) = self.replies.claim() else {
+        let Some((ticket, answer)) = self.replies.claim(deadline) else {
             let closed = RequestError::with_source(
                 RequestErrorKind::Other,
                 "the publishing connection is closed",
@@ -270,16 +314,19 @@ impl Publisher {
             return Err(self.failure(subject, AckError::Request(closed)).await);
         };
         let reply = reply_subject(&self.replies.prefix, ticket.number);
-        let queued = tokio::time::timeout_at(
-            deadline,
-            self.client.publish_with_reply_and_headers(
-                Subject::from(subject),
-                reply,
-                headers,
-                payload,
-            ),
-        )
-        .await;
+        let queue = self.client.publish_with_reply_and_headers(
+            Subject::from(subject),
+            reply,
+            headers,
+            payload,
+        );
+        let mut queue = std::pin::pin!(queue);
+        // Queued at once, unless the client's channel is full (while it reconnects):
+        // only then is there a timer to set.
+        let queued = match futures::poll!(queue.as_mut()) {
+            Poll::Ready(queued) => Ok(queued),
+            Poll::Pending => tokio::time::timeout_at(deadline, queue).await,
+        };
         let refused = match queued {
             Ok(Ok(())) => {
                 return Ok(PendingAck {
@@ -314,8 +361,10 @@ impl Publisher {
             deadline,
             mut ticket,
         } = pending;
-        let result = match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(answer)) => {
+        // No timer here: the sender is dropped once the deadline has passed (see
+        // `Replies::time_out`), or when the client closes before it.
+        let result = match answer.await {
+            Ok(answer) => {
                 ticket.waiting = false;
                 if answer.status == Some(StatusCode::NO_RESPONDERS) {
                     Err(AckError::Request(RequestError::with_source(
@@ -326,13 +375,13 @@ impl Publisher {
                     read_pub_ack(&answer)
                 }
             }
+            Err(_gone) if Instant::now() >= deadline => Err(AckError::Request(RequestError::new(
+                RequestErrorKind::TimedOut,
+            ))),
             // The answers' subscription ended: the client is closed.
-            Ok(Err(_closed)) => Err(AckError::Request(RequestError::with_source(
+            Err(_gone) => Err(AckError::Request(RequestError::with_source(
                 RequestErrorKind::Other,
                 "the publishing connection closed before the answer came",
-            ))),
-            Err(_elapsed) => Err(AckError::Request(RequestError::new(
-                RequestErrorKind::TimedOut,
             ))),
         };
         drop(ticket);
@@ -598,7 +647,7 @@ mod tests {
         let replies = replies();
         for n in [7, 8] {
             let (tx, _rx) = oneshot::channel();
-            replies.waiting().by_number.insert(n, tx);
+            replies.waiting().by_number.insert(n, (tx, Instant::now()));
         }
         drop(Ticket {
             replies: &replies,
@@ -613,6 +662,45 @@ mod tests {
             waiting: false,
         });
         assert_eq!(replies.waiting().by_number.len(), 1);
+    }
+
+    /// A publish past its deadline is let go (its receiver sees the sender gone, at a
+    /// time past the deadline, which `confirm` reads as a timeout); one within it waits
+    /// on; and the task ends with the subscription.
+    #[tokio::test]
+    async fn publishes_past_their_deadline_are_let_go() {
+        let replies = Arc::new(replies());
+        let start = Instant::now();
+        let soon = start + Duration::from_millis(20);
+        let (_late, late) = replies.claim(soon).unwrap();
+        let (_waits, mut waits) = replies.claim(start + Duration::from_secs(3600)).unwrap();
+        let task = tokio::spawn(replies.clone().time_out(Duration::from_millis(5)));
+        assert!(late.await.is_err(), "the late publish's sender is dropped");
+        assert!(Instant::now() >= soon, "not before its deadline");
+        assert!(matches!(
+            waits.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(replies.waiting().by_number.len(), 1);
+        replies.waiting().open = false;
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends once the subscription has")
+            .unwrap();
+    }
+
+    #[test]
+    fn time_outs_are_looked_for_often_enough() {
+        assert_eq!(
+            time_out_every(Duration::from_secs(10)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            time_out_every(Duration::from_millis(320)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(time_out_every(Duration::ZERO), Duration::from_millis(1));
+        assert_eq!(time_out_every(Duration::MAX), Duration::from_millis(100));
     }
 
     #[test]
