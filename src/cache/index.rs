@@ -7,11 +7,13 @@
 //! container copies the shard list (pointers) and that one shard, not every container,
 //! so applying one document stays cheap however many configs the cache holds.
 //!
-//! Beside each container's configs lies a [`Screen`] per config: the first bytes every
-//! path its pattern matches starts with. A router reads these (one small array) and
-//! only opens the configs whose screen a path passes: each config is its own
-//! allocation, and on a busy machine reading ten of them per event costs more than
-//! matching the one that fits.
+//! Beside each of a container's configs lies its [`Screen`]: the first bytes every path
+//! its pattern matches starts with. A router reads these and only opens the configs
+//! whose screen a path passes: each config is its own allocation, and on a busy machine
+//! reading ten of them per event costs more than matching the one that fits. The
+//! screens and the pointers to their configs are one allocation per container, found
+//! from the map's slot: with 100,000 configs, most of it is not in the CPU's caches, and
+//! each separate allocation on the way to the config was another wait for memory.
 
 use std::sync::Arc;
 
@@ -22,13 +24,13 @@ use crate::config::SourceConfig;
 /// Shards of the container map; a change copies one (about containers / SHARDS entries).
 const SHARDS: usize = 256;
 
-type Shard = HashMap<Arc<str>, Arc<Entry>>;
+type Shard = HashMap<Arc<str>, Arc<[Candidate]>>;
 
-/// One container's candidates, in match order, and their screens in the same order.
+/// One of a container's candidates (kept in match order): its screen, then its config.
 #[derive(Debug)]
-struct Entry {
-    configs: Box<[Arc<SourceConfig>]>,
-    screens: Box<[Screen]>,
+struct Candidate {
+    screen: Screen,
+    config: Arc<SourceConfig>,
 }
 
 /// Bytes of a pattern's fixed start kept in a [`Screen`]: eight compared as one word,
@@ -128,9 +130,13 @@ fn shard_of(container: &str) -> usize {
 }
 
 impl Index {
-    /// The configs to try, in order, for events of `container`.
-    pub fn candidates(&self, container: &str) -> &[Arc<SourceConfig>] {
-        self.entry(container).map(|e| &e.configs[..]).unwrap_or(&[])
+    /// The configs to try, in order, for events of `container` (for tests and
+    /// diagnostics: the router asks for [`screened`](Self::screened) ones).
+    pub fn candidates(&self, container: &str) -> Vec<Arc<SourceConfig>> {
+        self.entry(container)
+            .iter()
+            .map(|c| c.config.clone())
+            .collect()
     }
 
     /// The candidates for a path in `container` whose patterns may match it, in order:
@@ -140,22 +146,18 @@ impl Index {
         container: &str,
         path: &'a str,
     ) -> impl Iterator<Item = &'a Arc<SourceConfig>> + 'a {
-        let (configs, screens) = match self.entry(container) {
-            Some(e) => (&e.configs[..], &e.screens[..]),
-            None => (&[][..], &[][..]),
-        };
         let head = PathHead::of(path);
-        configs
+        self.entry(container)
             .iter()
-            .zip(screens)
-            .filter(move |(_, screen)| screen.admits(path, head))
-            .map(|(config, _)| config)
+            .filter(move |c| c.screen.admits(path, head))
+            .map(|c| &c.config)
     }
 
-    fn entry(&self, container: &str) -> Option<&Entry> {
+    /// `container`'s candidates, none if it has no entry.
+    fn entry(&self, container: &str) -> &[Candidate] {
         self.shards[shard_of(container)]
             .get(container)
-            .map(|e| &**e)
+            .map_or(&[], |e| &e[..])
     }
 
     /// Number of containers with at least one candidate.
@@ -198,12 +200,14 @@ impl Index {
         }
         let shard = Arc::make_mut(slot);
         list.sort_by(|a, b| SourceConfig::order(a, b));
-        let screens = list.iter().map(|c| Screen::of(c)).collect();
-        let entry = Entry {
-            configs: list.into(),
-            screens,
-        };
-        shard.insert(container.clone(), Arc::new(entry));
+        let candidates: Arc<[Candidate]> = list
+            .into_iter()
+            .map(|config| Candidate {
+                screen: Screen::of(&config),
+                config,
+            })
+            .collect();
+        shard.insert(container.clone(), candidates);
     }
 }
 
