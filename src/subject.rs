@@ -8,7 +8,9 @@
 //! output and the ack; the `run` command's connections skip that check
 //! ([`crate::nats::ConnectSettings::with_subjects_checked`]), since everything they
 //! publish to is one of these subjects, a reply subject the server gave, or an inbox of
-//! the client's own.
+//! the client's own. Names that come in messages are never put in a subject there: a
+//! max-deliveries advisory is acted on only when it names the flags' stream and
+//! consumer (`run`'s `Watched`).
 
 /// A subject to publish to: non-empty `.`-separated tokens, no whitespace or control
 /// characters, no wildcards. `Err` says why not.
@@ -17,7 +19,7 @@ pub fn check_publish(subject: &str) -> Result<(), String> {
         return Err("it is empty".to_owned());
     }
     if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it contains whitespace".to_owned());
+        return Err("it contains whitespace or a control character".to_owned());
     }
     if subject.split('.').any(str::is_empty) {
         return Err("it has an empty token (leading, trailing or doubled `.`)".to_owned());

@@ -119,8 +119,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         // one --nats-connect-timeout. The publishing connection's one subscription
         // takes the PubAcks of every output in flight: room for all of them
         // (src/nats/publisher.rs).
-        // Every subject either publishes to is a config's, a flag's or the server's
-        // (checked, see crate::subject): the client need not check each publish's again.
+        // Every subject either publishes to is a config's, a flag's, the server's or the
+        // client's own (checked, see crate::subject; an advisory's names are compared
+        // with the flags', never used): the client need not check each publish's again.
         let consume_settings = nats_settings.clone().with_subjects_checked();
         let publish_settings = consume_settings.clone().with_subscription_capacity(
             (args.concurrency as usize)
@@ -192,6 +193,10 @@ pub async fn run(args: RunArgs, stop: CancellationToken) -> anyhow::Result<()> {
         let watcher = messages_rt.handle().spawn(watch_given_up(
             jetstream::new(publish_client.clone()),
             advisories,
+            Watched {
+                stream: args.nats.input_stream.clone(),
+                consumer: args.nats.consumer.clone(),
+            },
             pipeline.clone(),
             args.stored_copy_patience,
             watch_stop.clone(),
@@ -256,6 +261,7 @@ const GIVEN_UP_DEAD_LETTER: Duration = Duration::from_secs(30);
 async fn watch_given_up(
     js: jetstream::Context,
     mut advisories: async_nats::Subscriber,
+    watched: Watched,
     pipeline: Arc<Pipeline>,
     patience: Duration,
     stop: CancellationToken,
@@ -285,6 +291,18 @@ async fn watch_given_up(
                 continue;
             }
         };
+        if !watched.names(&advisory) {
+            // Anyone who may publish on the advisory subject can send one: its names
+            // are not put in a subject (the connection trusts its subjects, see
+            // crate::subject), nor is another stream read for it.
+            tracing::warn!(
+                stream = %advisory.stream,
+                consumer = %advisory.consumer,
+                seq = advisory.stream_seq,
+                "max-deliveries advisory for another stream or consumer; ignored"
+            );
+            continue;
+        }
         // A panic ends this message's handling, not the watcher (it is the same code as a
         // delivery's, which the consume loop guards the same way).
         let handling = AssertUnwindSafe(handle_given_up(&js, &pipeline, &advisory, patience))
@@ -316,6 +334,20 @@ async fn watch_given_up(
         if let Ok(advisory) = Advisory::parse(&msg.payload) {
             lost(&advisory, &anyhow::anyhow!("stopping"));
         }
+    }
+}
+
+/// The input stream and consumer whose advisories are handled: the flags' names, which
+/// were checked when they were parsed.
+struct Watched {
+    stream: String,
+    consumer: String,
+}
+
+impl Watched {
+    /// Whether `advisory` is about this stream and consumer.
+    fn names(&self, advisory: &Advisory) -> bool {
+        advisory.stream == self.stream && advisory.consumer == self.consumer
     }
 }
 

@@ -470,8 +470,9 @@ fn capture_segments<'p>(
 /// each pattern segment against the path's next one, both ending together. Whether it
 /// matches and what it captures are those of [`capture_segments`], which has no choice
 /// to make on such a pattern. A segment with variable parts other than a lone
-/// `{name}` is tested with the linear [`Segment::matches`] before its captures are
-/// searched for, so that a segment that does not match never costs a search.
+/// `{name}` or `{name}<literal>` ([`captured_whole`], captured without a search) is
+/// tested with the linear [`Segment::matches`] before its captures are searched for, so
+/// that a segment that does not match never costs a search.
 fn capture_straight<'p>(segs: &[Segment], path: &'p str, out: &mut [&'p str]) -> bool {
     let mut pos = start(path);
     for seg in segs {

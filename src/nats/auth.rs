@@ -415,6 +415,28 @@ mod tests {
         assert!(settings.describe_auth().starts_with("nkey U"), "{shown}");
     }
 
+    /// Only settings marked so skip the client's check of publish subjects.
+    #[test]
+    fn only_checked_subjects_skip_the_clients_check() {
+        let settings = ConnectSettings::load(
+            "nats://h:4222",
+            Duration::from_secs(1),
+            &AuthSpec::None,
+            &TlsSpec::default(),
+        )
+        .unwrap();
+        let skips = |s: &ConnectSettings| {
+            format!("{:?}", s.options()).contains("\"skip_subject_validation\": true")
+        };
+        assert!(!skips(&settings));
+        assert!(skips(&settings.clone().with_subjects_checked()));
+        assert!(skips(
+            &settings
+                .with_subjects_checked()
+                .with_subscription_capacity(10)
+        ));
+    }
+
     #[test]
     fn bad_files_are_named_before_connecting() {
         let dir = tempfile::tempdir().unwrap();

@@ -460,3 +460,67 @@ async fn create_dlq_stream(js: &async_nats::jetstream::Context) {
     .await
     .unwrap();
 }
+
+/// A max-deliveries advisory is only trusted for the worker's own stream and consumer:
+/// anyone who may publish on the advisory subject can send one, and its stream name
+/// would otherwise be put in a subject on a connection that does not check its
+/// subjects (here, a name that writes a publish of its own), or read another stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_advisory_is_ignored() {
+    let nats = NatsServer::start();
+    let configs = ConfigFile::fixture();
+    let worker = Worker::start(&nats.url(), &configs.path, &[]).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut evil = client.subscribe("evil").await.unwrap();
+    client.flush().await.unwrap();
+    let subject = blob_router::nats::given_up::advisory_subject("BLOB_EVENTS", "blob-router");
+    for (stream, consumer) in [
+        ("X 2\r\nhi\r\nPUB evil 6\r\nforged\r\nPUB y", "blob-router"),
+        ("BLOB_ROUTED", "blob-router"),
+        ("BLOB_EVENTS", "someone-else"),
+    ] {
+        let advisory = serde_json::json!({
+            "stream": stream, "consumer": consumer, "stream_seq": 1, "deliveries": 20
+        });
+        client
+            .publish(subject.clone(), advisory.to_string().into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let forged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = forged.clone();
+    tokio::spawn(async move {
+        while let Some(m) = evil.next().await {
+            seen.lock().unwrap().push(m.payload);
+        }
+    });
+    // Ignored (logged), or a forged publish seen: whichever comes first. Anything the
+    // worker wrote has reached our subscriber by a round trip of ours.
+    eventually(
+        "the three advisories ignored, or a forged publish",
+        Duration::from_secs(10),
+        || async {
+            client.flush().await.unwrap();
+            let ignored = worker
+                .logs()
+                .matches("advisory for another stream or consumer; ignored")
+                .count();
+            (ignored == 3 || !forged.lock().unwrap().is_empty()).then_some(())
+        },
+    )
+    .await;
+    client.flush().await.unwrap();
+    assert!(
+        forged.lock().unwrap().is_empty(),
+        "a forged advisory published on the worker's connection: {:?}",
+        forged.lock().unwrap()
+    );
+    assert!(!worker
+        .logs()
+        .contains("reading a message the server gave up on"));
+    assert_eq!(
+        worker.metric("blob_router_messages_abandoned_total").await,
+        0.0
+    );
+}

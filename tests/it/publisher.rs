@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
-use blob_router::nats::publisher::{PublishFailure, Publisher};
+use async_nats::RequestErrorKind;
+use blob_router::nats::publisher::{AckError, PublishFailure, Publisher};
 use futures::StreamExt;
 
 use crate::support::NatsServer;
@@ -49,6 +50,27 @@ async fn fails_soon<T: std::fmt::Debug>(
         matches!(failed, PublishFailure::Transient { .. }),
         "{what}: {failed:?}"
     );
+    // Not taken for a timeout: the client closed.
+    assert_ne!(
+        request_kind(&failed),
+        Some(RequestErrorKind::TimedOut),
+        "{what}: {failed:?}"
+    );
+}
+
+/// The kind of request error a transient failure carries (a timeout, the client closed).
+fn request_kind(failure: &PublishFailure) -> Option<RequestErrorKind> {
+    let PublishFailure::Transient {
+        source: Some(source),
+        ..
+    } = failure
+    else {
+        return None;
+    };
+    match source.downcast_ref::<AckError>()? {
+        AckError::Request(e) => Some(e.kind()),
+        _ => None,
+    }
 }
 
 fn msg_id(id: &str) -> HeaderMap {
@@ -132,8 +154,9 @@ async fn publishes_given_up_leave_nothing_waiting_and_late_answers_are_dropped()
         .publish("quiet.1", msg_id("q-1"), "1".into())
         .await
         .unwrap_err();
-    assert!(
-        matches!(timed_out, PublishFailure::Transient { .. }),
+    assert_eq!(
+        request_kind(&timed_out),
+        Some(RequestErrorKind::TimedOut),
         "{timed_out:?}"
     );
     assert_eq!(publisher.awaiting_answers(), 0);
