@@ -5,7 +5,7 @@
 //! throughput configs FILE CONTAINERS PER_CONTAINER   write a config file for the worker
 //! throughput preload N                               N Event Grid events into BLOB_EVENTS
 //! throughput forward CONCURRENCY [routed]            the do-nothing forwarder, until drained
-//! throughput wait-drained CONSUMER                   time until CONSUMER has nothing left
+//! throughput wait-drained blob-router|forwarder      time until that consumer has nothing left
 //! throughput reset                                   delete the streams (the next run starts clean)
 //! ```
 //!
@@ -35,6 +35,9 @@
 //! `FORWARDER_PUBLISH=numbered`, a diagnostic, publishes with the worker's own publisher
 //! (PubAcks handed back by number, `src/nats/publisher.rs`) instead of async-nats's
 //! JetStream publish, which the yardstick keeps as a do-nothing forwarder would.
+//! `FORWARDER_LINGER=1` keeps the forwarder running after it drained, until SIGTERM, so
+//! that `wait-drained` (which the bench times both clients with, the same way) can read
+//! its CPU time at the end.
 //! `$NATS_URL` names the server.
 
 /// The worker's allocator (see `src/main.rs`), so that the yardstick has what the worker
@@ -270,6 +273,14 @@ async fn forward(
     containers: u64,
     shape: Shape,
 ) -> anyhow::Result<()> {
+    // Listened for from the start: the observer may see the consumer drained, and stop
+    // this forwarder, before it has printed its own line.
+    let mut linger = match std::env::var_os("FORWARDER_LINGER") {
+        Some(_) => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        )?),
+        None => None,
+    };
     let padding = vec![b' '; envelope_padding(containers)];
     let stream = js.get_stream(INPUT).await?;
     let consumer = stream
@@ -360,6 +371,11 @@ async fn forward(
         total as f64 / secs,
         cpu.per_event(total)
     );
+    // Kept running until told to stop, so that the bench's observer (`wait-drained`),
+    // which times this forwarder as it times the worker, can still read its CPU time.
+    if let Some(term) = linger.as_mut() {
+        tokio::time::timeout(DRAIN_LIMIT, term.recv()).await.ok();
+    }
     Ok(())
 }
 
@@ -416,6 +432,17 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Whether process `pid` still runs (neither gone nor a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.get(stat.rfind(')')? + 2..)?.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
 /// Longest wait for a consumer to drain before the bench gives up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 /// No progress for this long is reported (once per stall) with the consumer's state.
@@ -424,10 +451,14 @@ const STALL: Duration = Duration::from_secs(2);
 /// Waits until `consumer` exists and has nothing pending or unacked; prints the rate of
 /// the messages it finished after the clock started (those done before the first look
 /// are not counted, so a head start does not flatter it).
-async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result<()> {
+async fn wait_drained(
+    js: &jetstream::Context,
+    consumer: &str,
+    label: &'static str,
+) -> anyhow::Result<()> {
     let mut started = None;
     let mut cpu = None;
-    let worker_pid = std::env::var("BENCH_WORKER_PID").ok();
+    let client_pid = std::env::var("BENCH_WORKER_PID").ok();
     let stream = js.get_stream(INPUT).await?;
     let total = stream.clone().info().await?.state.messages;
     let mut done_before = 0;
@@ -436,13 +467,13 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
     let mut last = (u64::MAX, Instant::now());
     let mut reported = false;
     loop {
-        if let Ok(mut c) = stream.get_consumer::<pull::Config>(consumer).await {
-            let info = c.info().await?;
+        // One request per look (the consumer's info comes with it), every 20 ms: the
+        // same load on the server for both clients, which are looked at alike.
+        if let Ok(c) = stream.get_consumer::<pull::Config>(consumer).await {
+            let info = c.cached_info();
             if started.is_none() {
                 started = Some(Instant::now());
-                cpu = worker_pid
-                    .as_deref()
-                    .map(|pid| CpuClock::start("worker", pid));
+                cpu = client_pid.as_deref().map(|pid| CpuClock::start(label, pid));
                 done_before = total.saturating_sub(info.num_pending + info.num_ack_pending as u64);
             }
             if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -461,6 +492,12 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
                 );
             }
         }
+        if let Some(pid) = client_pid.as_deref() {
+            anyhow::ensure!(
+                alive(pid),
+                "the {label} (pid {pid}) exited before {consumer} drained"
+            );
+        }
         anyhow::ensure!(
             started.is_none_or(|s| s.elapsed() < DRAIN_LIMIT),
             "{consumer} did not drain within {DRAIN_LIMIT:?}"
@@ -474,7 +511,7 @@ async fn wait_drained(js: &jetstream::Context, consumer: &str) -> anyhow::Result
     let counted = total - done_before;
     let cpu = cpu.map(|c| format!("; {}", c.per_event(counted)));
     println!(
-        "{consumer} {counted} events in {secs:.2} s: {:.0}/s{}",
+        "{label} {counted} events in {secs:.2} s: {:.0}/s{}",
         counted as f64 / secs,
         cpu.unwrap_or_default()
     );
@@ -557,7 +594,15 @@ async fn main() -> anyhow::Result<()> {
             // task (or of the tasks it spawns per message) go to that worker's queue.
             tokio::spawn(async move { forward(&js, concurrency, containers, shape).await }).await?
         }
-        Some("wait-drained") => wait_drained(&js, arg(1).unwrap_or("blob-router")).await,
+        Some("wait-drained") => {
+            // Named as the bench prints it: the worker's consumer is `blob-router`.
+            let (consumer, label) = match arg(1).unwrap_or("blob-router") {
+                "forwarder" => ("forwarder", "forwarder"),
+                "blob-router" => ("blob-router", "worker"),
+                other => anyhow::bail!("wait-drained blob-router|forwarder, not `{other}`"),
+            };
+            wait_drained(&js, consumer, label).await
+        }
         Some("reset") => reset(&js).await,
         _ => anyhow::bail!(
             "usage: throughput configs|preload|forward|wait-drained|reset (see the module doc)"

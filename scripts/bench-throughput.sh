@@ -5,7 +5,10 @@
 # events, and prints both rates, the
 # CPU each client and nats-server spent per event, and the round's ratio; the last line,
 # `ratio X.XX`, is the median of the rounds' ratios (worker / forwarder), since on a
-# shared 2-core machine one run's rate can move by a tenth. The line before it, `cpu
+# shared 2-core machine one run's rate can move by a tenth. Both clients are timed
+# alike, by an observer process that looks at their consumer every 20 ms (from its first
+# look to the one that finds it drained; since 2026-12-04's twelfth session: before, the
+# forwarder timed itself, which left the observer's lag to the worker alone). The line before it, `cpu
 # ratio X.XX`, is the median of what each round's ratio would be if the two cores were
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
@@ -47,16 +50,24 @@ export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
 rate() { echo "$1" | grep -o '[0-9]*/s' | head -1 | tr -d '/s'; }
 # CPU per event of a run, client plus nats-server (µs).
-cpu() { echo "$1" | grep -o '[0-9.]* µs' | awk '{ s += $1 } END { print s + 0 }'; }
+cpu() { echo "${1%% (its own clock*}" | grep -o '[0-9.]* µs' | awk '{ s += $1 } END { print s + 0 }'; }
 median() { sort -n | awk '{ r[NR] = $1 } END { printf "%.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
 ratios=()
 cpu_ratios=()
-# The forwarder on the same events.
+# The forwarder on the same events, timed by the same observer as the worker
+# (`wait-drained`: from its first look at the consumer to the look that finds it
+# drained, 20 ms apart), so that neither is timed more favourably; its own clock (from
+# its first pull to its last ack) is printed beside.
 run_forwarder() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
-    forwarder="$("$TOOL" forward "$CONCURRENCY" ${OUTPUTS:-})"
-    echo "round $round: $forwarder"
+    FORWARDER_LINGER=1 "$TOOL" forward "$CONCURRENCY" ${OUTPUTS:-} > "$work/forwarder.out" &
+    pids+=($!)
+    forwarder="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained forwarder)"
+    kill "${pids[-1]}" 2>/dev/null || true
+    wait "${pids[-1]}" || { echo "the forwarder failed" >&2; exit 1; }
+    unset 'pids[-1]'
+    echo "round $round: $forwarder (its own clock: $(sed 's/^forwarder //' "$work/forwarder.out"))"
 }
 # The worker, same events, same concurrency.
 run_worker() {
@@ -64,7 +75,7 @@ run_worker() {
     "$TOOL" preload "$EVENTS"
     start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
     worker="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained blob-router)"
-    echo "round $round: ${worker/blob-router/worker}"
+    echo "round $round: $worker"
     kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" 2>/dev/null || true
     unset 'pids[-1]'
