@@ -13,13 +13,15 @@
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
 #
-#   [ROUNDS=5] [OUTPUTS=routed] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
+#   [ROUNDS=5] [OUTPUTS=routed|both] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
 #   [FORWARDER_BUSY_NS=N] [FORWARDER_PUBLISH=numbered] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
 # The yardstick is a forwarder run the way the worker runs (its messages polled by one
 # task, its outputs on a connection of their own). Diagnostics, each changing only the
 # forwarder: OUTPUTS=routed makes it write the worker's own subjects and headers, so
-# that nats-server's work is the same in both runs; FORWARDER_DISPATCH=tasks gives each
+# that nats-server's work is the same in both runs (OUTPUTS=both runs that forwarder
+# beside the yardstick in every round, and prints the worker's ratio to it, each
+# round's and their median, `routed ratio X.XX`, before the others); FORWARDER_DISPATCH=tasks gives each
 # message a task, the way the worker ran before 2026-12-03's sixth session;
 # FORWARDER_CONNECTIONS=1 publishes on the consuming connection, the way the worker did
 # before the seventh; FORWARDER_BUSY_NS=N spends N ns of CPU on each message (what that
@@ -44,7 +46,7 @@ echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrenc
 
 ROUNDS="${ROUNDS:-5}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
-case "${OUTPUTS:-}" in "" | routed) ;; *) echo "OUTPUTS must be empty or 'routed', not '$OUTPUTS'" >&2; exit 2 ;; esac
+case "${OUTPUTS:-}" in "" | routed | both) ;; *) echo "OUTPUTS must be empty, 'routed' or 'both', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
@@ -54,20 +56,32 @@ cpu() { echo "${1%% (its own clock*}" | grep -o '[0-9.]* µs' | awk '{ s += $1 }
 median() { sort -n | awk '{ r[NR] = $1 } END { printf "%.2f\n", (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'; }
 ratios=()
 cpu_ratios=()
+routed_ratios=()
 # The forwarder on the same events, timed by the same observer as the worker
 # (`wait-drained`: from its first look at the consumer to the look that finds it
 # drained, 20 ms apart), so that neither is timed more favourably; its own clock (from
-# its first pull to its last ack) is printed beside.
+# its first pull to its last ack) is printed beside. $1: what it writes, `plain` or
+# `routed`; sets $forwarder (or, for the second yardstick of OUTPUTS=both, $routed).
 run_forwarder() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
-    FORWARDER_LINGER=1 "$TOOL" forward "$CONCURRENCY" ${OUTPUTS:-} > "$work/forwarder.out" &
+    local outputs=""
+    [ "$1" = routed ] && outputs=routed
+    FORWARDER_LINGER=1 "$TOOL" forward "$CONCURRENCY" $outputs > "$work/forwarder.out" &
     pids+=($!)
-    forwarder="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained forwarder)"
+    local line
+    line="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained forwarder)"
     kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" || { echo "the forwarder failed" >&2; exit 1; }
     unset 'pids[-1]'
-    echo "round $round: $forwarder (its own clock: $(sed 's/^forwarder //' "$work/forwarder.out"))"
+    line="$line (its own clock: $(sed 's/^forwarder //' "$work/forwarder.out"))"
+    if [ "${OUTPUTS:-}" = both ] && [ "$1" = routed ]; then
+        routed="$line"
+        echo "round $round: routed $line"
+    else
+        forwarder="$line"
+        echo "round $round: $line"
+    fi
 }
 # The worker, same events, same concurrency.
 run_worker() {
@@ -86,25 +100,36 @@ run_worker() {
         grep -iE '"level":"(warn|error)"' "$work/worker.log" | tail -5
     fi
 }
+case "${OUTPUTS:-}" in
+    "") clients=("run_forwarder plain" run_worker) ;;
+    routed) clients=("run_forwarder routed" run_worker) ;;
+    both) clients=("run_forwarder plain" "run_forwarder routed" run_worker) ;;
+esac
 for round in $(seq "$ROUNDS"); do
-    # The machine's speed drifts within a round too: the order alternates, so that
-    # going first or second favours neither client over an even number of rounds (with
-    # an odd number, the forwarder goes first once more).
-    if (( round % 2 )); then
-        run_forwarder
-        run_worker
-    else
-        run_worker
-        run_forwarder
-    fi
+    # The machine's speed drifts within a round too: the order turns by one each round,
+    # so that going first or last favours no client over a multiple of their number of
+    # rounds (with two: the forwarder first in odd rounds, the worker in even ones).
+    n=${#clients[@]}
+    for i in $(seq 0 $((n - 1))); do
+        ${clients[$(( (i + n - (round - 1) % n) % n ))]}
+    done
     r="$(awk -v w="$(rate "$worker")" -v f="$(rate "$forwarder")" 'BEGIN { printf "%.2f", w / f }')"
     # What the ratio comes to when the two cores are the limit: the forwarder's CPU per
     # event (with the server's for it) over the worker's. Steadier than the rates, which
     # move with whatever else the machine is doing.
     c="$(awk -v w="$(cpu "$worker")" -v f="$(cpu "$forwarder")" 'BEGIN { printf "%.2f", (w > 0) ? f / w : 0 }')"
-    echo "round $round: ratio $r (cpu ratio $c)"
+    if [ "${OUTPUTS:-}" = both ]; then
+        rr="$(awk -v w="$(rate "$worker")" -v f="$(rate "$routed")" 'BEGIN { printf "%.2f", w / f }')"
+        echo "round $round: ratio $r (cpu ratio $c); against the routed forwarder $rr"
+        routed_ratios+=("$rr")
+    else
+        echo "round $round: ratio $r (cpu ratio $c)"
+    fi
     ratios+=("$r")
     cpu_ratios+=("$c")
 done
+if [ "${OUTPUTS:-}" = both ]; then
+    echo "routed ratio $(printf '%s\n' "${routed_ratios[@]}" | median)"
+fi
 echo "cpu ratio $(printf '%s\n' "${cpu_ratios[@]}" | median)"
 echo "ratio $(printf '%s\n' "${ratios[@]}" | median)"
