@@ -33,8 +33,8 @@
 //! ([`Replies::time_out`]) lets go of every publish past its deadline, a few times per
 //! timeout (at most every 100 ms), so a publish gives up up to that much late (and a
 //! PubAck that comes in that time is taken); and the queueing of a publish sets a timer
-//! only when the client cannot take it at once. The task wakes that often while idle
-//! too, a cost of nothing measurable.
+//! only when the client cannot take it at once. While no publish waits, the task sleeps
+//! until one does: an idle worker's publisher does not wake.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,7 +51,7 @@ use async_nats::{
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 /// Why a publish did not get its PubAck, sorted by what the pipeline does about it.
@@ -120,6 +120,9 @@ struct Replies {
     /// `<inbox>.`
     prefix: String,
     waiting: Mutex<Waiting>,
+    /// Wakes [`Replies::time_out`] when a publish comes to an empty map (or the
+    /// subscription ends): it sleeps while nothing waits.
+    wake: Notify,
 }
 
 struct Waiting {
@@ -141,6 +144,7 @@ impl Replies {
                 next: 0,
                 by_number: foldhash::HashMap::default(),
             }),
+            wake: Notify::new(),
         }
     }
 
@@ -159,7 +163,13 @@ impl Replies {
         }
         let number = waiting.next;
         waiting.next += 1;
+        let first = waiting.by_number.is_empty();
         waiting.by_number.insert(number, (tx, deadline));
+        drop(waiting);
+        if first {
+            // The time-out task may be asleep (a permit is kept if it is not yet).
+            self.wake.notify_one();
+        }
         let ticket = Ticket {
             replies: self,
             number,
@@ -186,11 +196,18 @@ impl Replies {
                 let _ = waiting.send(answer);
             }
         }
-        // The client is closed for good: every publish still waiting fails now (its
-        // receiver sees the sender dropped), and new ones fail at once.
+        self.close();
+    }
+
+    /// The client is closed for good: every publish still waiting fails now (its
+    /// receiver sees the sender dropped), new ones fail at once, and the time-out task
+    /// ends.
+    fn close(&self) {
         let mut waiting = self.waiting();
         waiting.open = false;
         waiting.by_number.clear();
+        drop(waiting);
+        self.wake.notify_one();
     }
 }
 
@@ -200,19 +217,29 @@ impl Replies {
     /// [`Publisher::confirm`] tells a timeout from a closed client. One task's timer
     /// for all publishes, instead of a timer of each publish's own (registered in
     /// tokio's timer wheel and taken out again, with its locks: about a thousand
-    /// instructions per routed event); a publish times out up to `every` late. Ends
-    /// with the subscription.
+    /// instructions per routed event); a publish times out up to `every` late. Sleeps
+    /// while no publish waits (woken by the first that comes, see [`Self::claim`]).
+    /// Ends with the subscription.
     async fn time_out(self: Arc<Self>, every: Duration) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            let now = Instant::now();
-            let mut waiting = self.waiting();
-            if !waiting.open {
-                return;
+            loop {
+                {
+                    let waiting = self.waiting();
+                    if !waiting.open {
+                        return;
+                    }
+                    if !waiting.by_number.is_empty() {
+                        break;
+                    }
+                }
+                // A publish that came since the look left a permit: no wake is missed.
+                self.wake.notified().await;
             }
-            waiting.by_number.retain(|_, (_, deadline)| *deadline > now);
+            tokio::time::sleep(every).await;
+            let now = Instant::now();
+            self.waiting()
+                .by_number
+                .retain(|_, (_, deadline)| *deadline > now);
         }
     }
 }
@@ -684,10 +711,39 @@ mod tests {
             Err(oneshot::error::TryRecvError::Empty)
         ));
         assert_eq!(replies.waiting().by_number.len(), 1);
-        replies.waiting().open = false;
+        replies.close();
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the task ends once the subscription has")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publish_after_a_long_idle_still_times_out() {
+        let replies = Arc::new(replies());
+        let every = Duration::from_millis(5);
+        let task = tokio::spawn(replies.clone().time_out(every));
+        // Nothing waits: the task sleeps (the paused clock jumps an hour meanwhile).
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let (_late, late) = replies.claim(deadline).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), late)
+            .await
+            .expect("let go within a turn of the task after its deadline")
+            .expect_err("the sender is dropped");
+        let now = Instant::now();
+        assert!(now >= deadline, "not before its deadline");
+        assert!(
+            now <= deadline + every,
+            "at most one turn late: {:?}",
+            now - deadline
+        );
+        // Idle again, and closed while asleep: the task ends.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        replies.close();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("a sleeping task ends when the subscription does")
             .unwrap();
     }
 

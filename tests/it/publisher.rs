@@ -240,3 +240,59 @@ async fn a_timeout_past_the_clock_is_no_deadline() {
         .await
         .unwrap();
 }
+
+/// While the client cannot take a publish at all (its channel full: the server is gone
+/// and it is reconnecting), `send` waits for room no longer than the publish timeout,
+/// then fails as a transient timeout: the input is retried later, not held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_client_cannot_take_gives_up_at_its_deadline() {
+    let mut nats = NatsServer::start();
+    setup(&nats.jetstream().await).await;
+    // Room for one command: the second publish queued while disconnected has to wait.
+    let client = async_nats::ConnectOptions::new()
+        .client_capacity(1)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(500);
+    let publisher = Publisher::new(client.clone(), timeout).await.unwrap();
+    publisher
+        .publish("out.0", msg_id("before"), "0".into())
+        .await
+        .unwrap();
+    nats.kill();
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        while client.connection_state() == async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    gone.await.expect("the client notices the server is gone");
+    let mut queued = Vec::new();
+    let (failed, waited) = loop {
+        let sent = std::time::Instant::now();
+        let send = publisher.send("out.1", msg_id(&format!("m-{}", queued.len())), "1".into());
+        match tokio::time::timeout(Duration::from_secs(30), send)
+            .await
+            .expect("a send gives up at its deadline")
+        {
+            Ok(pending) => queued.push(pending),
+            Err(failed) => break (failed, sent.elapsed()),
+        }
+        assert!(queued.len() < 100, "the client's channel never filled");
+    };
+    assert_eq!(
+        request_kind(&failed),
+        Some(RequestErrorKind::TimedOut),
+        "{failed:?}"
+    );
+    assert!(
+        matches!(failed, PublishFailure::Transient { .. }),
+        "{failed:?}"
+    );
+    assert!(
+        waited >= timeout,
+        "it waited for room until its deadline: {waited:?}"
+    );
+    // The one that gave up left nothing waiting; the queued ones still wait.
+    assert_eq!(publisher.awaiting_answers(), queued.len());
+}
