@@ -275,13 +275,25 @@ async fn forward(
 ) -> anyhow::Result<()> {
     // Listened for from the start: the observer may see the consumer drained, and stop
     // this forwarder, before it has printed its own line.
-    let mut linger = match std::env::var_os("FORWARDER_LINGER") {
-        Some(_) => Some(tokio::signal::unix::signal(
+    let mut linger = match std::env::var("FORWARDER_LINGER").as_deref() {
+        Ok("1") => Some(tokio::signal::unix::signal(
             tokio::signal::unix::SignalKind::terminate(),
         )?),
-        None => None,
+        _ => None,
     };
     let padding = vec![b' '; envelope_padding(containers)];
+    // Connected before the consumer exists: the observer's clock starts when it does,
+    // and the worker too is connected before its clock starts (it is ready first).
+    let publish_client = if shape.own_connection {
+        async_nats::connect(url()).await?
+    } else {
+        js.client()
+    };
+    let publish = if shape.numbered {
+        Publish::Numbered(Publisher::new(publish_client.clone(), Duration::from_secs(10)).await?)
+    } else {
+        Publish::JetStream(jetstream::new(publish_client.clone()))
+    };
     let stream = js.get_stream(INPUT).await?;
     let consumer = stream
         .get_or_create_consumer(
@@ -302,16 +314,6 @@ async fn forward(
         expires: Duration::from_secs(5),
     };
     let mut messages = Puller::new(js.clone(), &consumer, settings).await?;
-    let publish_client = if shape.own_connection {
-        async_nats::connect(url()).await?
-    } else {
-        js.client()
-    };
-    let publish = if shape.numbered {
-        Publish::Numbered(Publisher::new(publish_client.clone(), Duration::from_secs(10)).await?)
-    } else {
-        Publish::JetStream(jetstream::new(publish_client.clone()))
-    };
     let started = Instant::now();
     let cpu = CpuClock::start("forwarder", "self");
     let body = |msg: &jetstream::Message| {
@@ -380,8 +382,8 @@ async fn forward(
 }
 
 /// CPU time (user + system) that processes use over a run, from `/proc/PID/stat` (Linux;
-/// clock ticks of 10 ms): the client under test (`self`, or the worker's pid in
-/// `$BENCH_WORKER_PID`) and nats-server (`$BENCH_SERVER_PID`), per event. Shows where the
+/// clock ticks of 10 ms): the client under test (`self`, or the pid in
+/// `$BENCH_CLIENT_PID`: the worker's or the forwarder's, for `wait-drained`) and nats-server (`$BENCH_SERVER_PID`), per event. Shows where the
 /// two cores went, whatever the rate.
 struct CpuClock {
     processes: Vec<(&'static str, String, Option<Duration>)>,
@@ -458,7 +460,7 @@ async fn wait_drained(
 ) -> anyhow::Result<()> {
     let mut started = None;
     let mut cpu = None;
-    let client_pid = std::env::var("BENCH_WORKER_PID").ok();
+    let client_pid = std::env::var("BENCH_CLIENT_PID").ok();
     let stream = js.get_stream(INPUT).await?;
     let total = stream.clone().info().await?.state.messages;
     let mut done_before = 0;
@@ -495,7 +497,7 @@ async fn wait_drained(
         if let Some(pid) = client_pid.as_deref() {
             anyhow::ensure!(
                 alive(pid),
-                "the {label} (pid {pid}) exited before {consumer} drained"
+                "the {label} (pid {pid}) exited before its consumer `{consumer}` drained"
             );
         }
         anyhow::ensure!(

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Throughput of the worker against a do-nothing forwarder on the same machine, server and
 # events (see examples/throughput.rs for the forwarder). Each round runs the forwarder
-# and the worker (each first in every other round) on the same N freshly preloaded
-# events, and prints both rates, the
+# and the worker (each first in every other round; with OUTPUTS=both, three clients
+# whose order turns by one each round) on the same N freshly preloaded events, and
+# prints both rates, the
 # CPU each client and nats-server spent per event, and the round's ratio; the last line,
 # `ratio X.XX`, is the median of the rounds' ratios (worker / forwarder), since on a
 # shared 2-core machine one run's rate can move by a tenth. Both clients are timed
 # alike, by an observer process that looks at their consumer every 20 ms (from its first
 # look to the one that finds it drained; since 2026-12-04's twelfth session: before, the
-# forwarder timed itself, which left the observer's lag to the worker alone). The line before it, `cpu
-# ratio X.XX`, is the median of what each round's ratio would be if the two cores were
+# forwarder timed itself, which left the observer's lag to the worker alone). The line
+# before it, `cpu ratio X.XX`, is the median of what each round's ratio would be if the two cores were
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
 #
@@ -46,6 +47,9 @@ echo "nats-server $("$NATS" --version) on port $port; $EVENTS events, concurrenc
 
 ROUNDS="${ROUNDS:-5}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not '$ROUNDS'" >&2; exit 2; }
+if [ "${OUTPUTS:-}" = both ] && (( ROUNDS % 3 )); then
+    echo "note: with OUTPUTS=both, a multiple of 3 rounds gives each client each place in the order equally often" >&2
+fi
 case "${OUTPUTS:-}" in "" | routed | both) ;; *) echo "OUTPUTS must be empty, 'routed' or 'both', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
@@ -70,7 +74,7 @@ run_forwarder() {
     FORWARDER_LINGER=1 "$TOOL" forward "$CONCURRENCY" $outputs > "$work/forwarder.out" &
     pids+=($!)
     local line
-    line="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained forwarder)"
+    line="$(BENCH_CLIENT_PID="${pids[-1]}" "$TOOL" wait-drained forwarder)"
     kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" || { echo "the forwarder failed" >&2; exit 1; }
     unset 'pids[-1]'
@@ -88,7 +92,7 @@ run_worker() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
     start_worker "$BIN" --configs "$work/configs.json" --concurrency "$CONCURRENCY"
-    worker="$(BENCH_WORKER_PID="${pids[-1]}" "$TOOL" wait-drained blob-router)"
+    worker="$(BENCH_CLIENT_PID="${pids[-1]}" "$TOOL" wait-drained blob-router)"
     echo "round $round: $worker"
     kill "${pids[-1]}" 2>/dev/null || true
     wait "${pids[-1]}" 2>/dev/null || true

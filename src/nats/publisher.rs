@@ -718,13 +718,25 @@ mod tests {
             .unwrap();
     }
 
+    /// While no publish waits the time-out task sleeps (it is not polled at all), and
+    /// the first publish to come wakes it: that one still times out on time, and a
+    /// sleeping task ends when the subscription does.
     #[tokio::test(start_paused = true)]
     async fn a_publish_after_a_long_idle_still_times_out() {
         let replies = Arc::new(replies());
         let every = Duration::from_millis(5);
-        let task = tokio::spawn(replies.clone().time_out(every));
-        // Nothing waits: the task sleeps (the paused clock jumps an hour meanwhile).
+        // The task's polls, counted.
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let mut time_out = Box::pin(replies.clone().time_out(every));
+        let task = tokio::spawn(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            time_out.as_mut().poll(cx)
+        }));
+        // Nothing waits: the task sleeps (the paused clock jumps an hour meanwhile; a
+        // task waking every 5 ms would be polled 720,000 times).
         tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(polls.load(std::sync::atomic::Ordering::Relaxed), 1);
         let deadline = Instant::now() + Duration::from_millis(20);
         let (_late, late) = replies.claim(deadline).unwrap();
         tokio::time::timeout(Duration::from_secs(1), late)
