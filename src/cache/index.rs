@@ -60,12 +60,21 @@ struct PathHead(u64);
 
 impl PathHead {
     fn of(path: &str) -> PathHead {
-        let bytes = path.as_bytes();
-        let mut word = [0u8; 8];
-        for (w, b) in word.iter_mut().zip(bytes) {
-            *w = *b;
+        PathHead(first_word(path.as_bytes()))
+    }
+}
+
+/// The first (up to) eight bytes of `bytes` as a little-endian word, zero beyond its
+/// end: what a [`Screen`] keeps of a start and a [`PathHead`] of a path. Most paths
+/// are longer than eight bytes and take one load.
+fn first_word(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(word) => u64::from_le_bytes(*word),
+        None => {
+            let mut word = [0u8; 8];
+            word[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(word)
         }
-        PathHead(u64::from_le_bytes(word))
     }
 }
 
@@ -84,12 +93,10 @@ impl Screen {
         // A cut inside a character still leaves bytes every matching path starts with.
         let start = &fixed[..fixed.len().min(SCREEN_BYTES)];
         let (first, later) = start.split_at(start.len().min(8));
-        let mut head = [0u8; 8];
-        head[..first.len()].copy_from_slice(first);
         let mut rest = [0; SCREEN_BYTES - 8];
         rest[..later.len()].copy_from_slice(later);
         Screen {
-            head: u64::from_le_bytes(head),
+            head: first_word(first),
             mask: u64::MAX
                 .checked_shl(8 * first.len() as u32)
                 .map_or(u64::MAX, |m| !m),

@@ -209,9 +209,7 @@ impl Replies {
         drop(waiting);
         self.wake.notify_one();
     }
-}
 
-impl Replies {
     /// Every `every`, drops the sender of each publish whose deadline has passed: its
     /// receiver then sees the sender gone at a time past its deadline, which is how
     /// [`Publisher::confirm`] tells a timeout from a closed client. One task's timer
