@@ -118,6 +118,7 @@ impl<'a> Scan<'a> {
     }
 
     /// [`Self::string`] as bytes, for keys and skipped strings: no char boundary to check.
+    #[inline(always)]
     fn string_bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = &self.bytes[self.pos..];
