@@ -22,14 +22,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::AckKind;
 use bytes::Bytes;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::cache::miss::MissResolver;
 use crate::cache::ConfigCache;
 use crate::event::{self, ParsedRecord, RecordResult};
-use crate::nats::consumer::{Delivery, DeliveryPolicy};
+use crate::nats::consumer::{Delivered, Delivery, DeliveryPolicy};
 use crate::nats::given_up::StoredMessage;
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
 use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
@@ -143,10 +143,10 @@ fn stored_input<'a>(stream: &'a str, seq: u64, msg: &'a StoredMessage) -> InputM
 
 /// Tells the server every `every` that `msg` is being worked on (a progress ack), from a
 /// task of its own, until the guard returned is dropped.
-fn keep_alive(msg: &Message, every: Duration) -> DropGuard {
+fn keep_alive(msg: &Delivered<'_>, every: Duration) -> DropGuard {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
-    let client = msg.context.client();
+    let client = msg.acks().clone();
     let reply = msg.reply.clone();
     tokio::spawn(async move {
         let Some(reply) = reply else { return };
@@ -177,9 +177,9 @@ struct Redirect {
 impl Pipeline {
     /// Handles one message to its end: acked, or nak'ed for a later retry.
     // Not an `async fn`: an async fn moves its argument into a slot of its own when it
-    // is first polled, so its future held the 408-byte message twice.
+    // is first polled, so its future held the message (some hundreds of bytes) twice.
     #[allow(clippy::manual_async_fn)]
-    pub fn handle(&self, msg: Message) -> impl Future<Output = ()> + Send + '_ {
+    pub fn handle<'a>(&'a self, msg: Delivered<'a>) -> impl Future<Output = ()> + Send + 'a {
         async move {
             let msg = &msg;
             let started = Instant::now();
@@ -189,7 +189,7 @@ impl Pipeline {
                 stream,
                 stream_seq,
                 delivered,
-            } = Delivery::of_message(msg);
+            } = msg.delivery();
             // A last delivery must not be given up while it runs (it would be handled
             // again from its stored copy, see `crate::nats::given_up`): rare, so a task
             // of its own tells the server, until this ends.
@@ -330,7 +330,7 @@ impl Pipeline {
     /// tried once the ack wait runs out.
     async fn failed(
         &self,
-        msg: &Message,
+        msg: &Delivered<'_>,
         input: &InputMessage<'_>,
         delivered: i64,
         why: &'static str,
@@ -425,7 +425,7 @@ impl Pipeline {
     }
 
     /// Hands the message back for redelivery after a growing delay.
-    async fn nak(&self, msg: &Message, delivered: i64) {
+    async fn nak(&self, msg: &Delivered<'_>, delivered: i64) {
         if let Err(e) = msg
             .ack_with(AckKind::Nak(Some(self.delivery.retry_delay(delivered))))
             .await
@@ -440,7 +440,7 @@ impl Pipeline {
     /// `msg`, when the outputs are of a delivery, is told of the progress of a long one.
     async fn publish_all(
         &self,
-        msg: Option<&Message>,
+        msg: Option<&Delivered<'_>>,
         input: &InputMessage<'_>,
         plans: Vec<Plan<'_>>,
     ) -> Result<Tally, PublishFailure> {

@@ -24,7 +24,7 @@ use crate::cache::miss::MissResolver;
 use crate::cache::{sync, ConfigCache};
 use crate::cli::RunArgs;
 use crate::http::{self, HttpState};
-use crate::nats::consumer::Delivery;
+use crate::nats::consumer::Delivered;
 use crate::nats::given_up::{self, Advisory};
 use crate::nats::pull::{PullSettings, Puller};
 use crate::nats::{self, publisher::Publisher, streams};
@@ -482,6 +482,9 @@ async fn consume(
         batch: concurrency,
         expires: PULL_EXPIRES,
     };
+    // The connection the messages come on, which their acks go back on: held here once
+    // rather than copied into each message (see `Delivered`).
+    let acks = js.client();
     let mut messages = Puller::new(js, &consumer, settings)
         .await
         .context("starting to consume")?;
@@ -502,7 +505,7 @@ async fn consume(
         // handler finishing meanwhile must not drop it (that would restart its watch
         // for the server's heartbeats, and register its timer again).
         let pulls = futures::stream::unfold(&mut messages, |m| async move {
-            let next = m.next().await;
+            let next = m.next_message().await;
             Some((next, m))
         });
         tokio::pin!(pulls);
@@ -520,7 +523,7 @@ async fn consume(
                 _ = &mut stopped => break,
             };
             match next {
-                Ok(msg) => in_flight.push(handle(msg)),
+                Ok(msg) => in_flight.push(handle(Delivered::new(msg, &acks))),
                 Err(e) if e.is_final() => {
                     ended = Some(e);
                     break;
@@ -551,12 +554,10 @@ async fn consume(
     let hand_back = async {
         let mut handed_back = 0;
         for msg in pulled {
-            if pipeline
-                .delivery
-                .is_last(Delivery::of_message(&msg).delivered)
-            {
-                last.push(msg);
-            } else if msg.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
+            let delivered = Delivered::new(msg, &acks);
+            if pipeline.delivery.is_last(delivered.delivery().delivered) {
+                last.push(delivered);
+            } else if delivered.ack_with(AckKind::Nak(Some(expiry))).await.is_ok() {
                 handed_back += 1;
             }
         }

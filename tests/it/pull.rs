@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
+use blob_router::nats::consumer::Delivered;
 use blob_router::nats::pull::{PullError, PullSettings, Puller};
 
 use crate::support::{eventually, NatsServer};
@@ -179,8 +180,10 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
         expires: Duration::from_secs(2),
     };
     let mut messages = Puller::new(js.clone(), &consumer, settings).await.unwrap();
+    // Acked and nak'ed as the worker does: on the consuming connection, held once.
+    let acks = js.client();
     // One request for 8 is sent and delivers all 5; one is taken.
-    let first = messages.next().await.unwrap();
+    let first = Delivered::new(messages.next_message().await.unwrap(), &acks);
     assert_eq!(first.subject.as_str(), "in.0");
     // Once the server has sent all 5 (the other 4 may still be on their way, or in
     // the inbox), stop collects them.
@@ -199,8 +202,9 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
     let rest = messages.stop(Duration::from_secs(5)).await;
     let subjects: Vec<&str> = rest.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(subjects, ["in.1", "in.2", "in.3", "in.4"]);
-    for msg in &rest {
-        msg.ack_with(jetstream::AckKind::Nak(Some(expiry)))
+    for msg in rest {
+        Delivered::new(msg, &acks)
+            .ack_with(jetstream::AckKind::Nak(Some(expiry)))
             .await
             .unwrap();
     }
