@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_nats::header::HeaderName;
 use async_nats::HeaderMap;
@@ -326,7 +326,32 @@ pub struct InputMessage<'a> {
     /// message for de-duplication of its dead letters.
     pub stream: &'a str,
     pub stream_seq: u64,
-    pub received_at: SystemTime,
+    pub received_at: Received,
+}
+
+/// When an input was received. A delivery keeps the instant its handling began, which
+/// the worker reads anyway (for its latency), and it becomes a wall-clock time only
+/// when a dead letter says it: a clock read per event fewer (each about 30 ns here,
+/// README, Performance) for the routed ones, which never need it.
+#[derive(Debug, Clone, Copy)]
+pub enum Received {
+    /// At this time.
+    At(SystemTime),
+    /// At this instant of the monotonic clock.
+    Since(Instant),
+}
+
+impl Received {
+    /// The wall-clock time it stands for.
+    pub fn time(self) -> SystemTime {
+        match self {
+            Received::At(time) => time,
+            Received::Since(instant) => {
+                let now = SystemTime::now();
+                now.checked_sub(instant.elapsed()).unwrap_or(now)
+            }
+        }
+    }
 }
 
 /// What of an input a dead letter stands for: one record, or the whole message (an
@@ -394,7 +419,7 @@ pub fn dead_letter_headers(
     h.insert(headers::ORIGINAL_SUBJECT, input.subject);
     h.insert(
         headers::RECEIVED_AT,
-        humantime::format_rfc3339_millis(input.received_at)
+        humantime::format_rfc3339_millis(input.received_at.time())
             .to_string()
             .as_str(),
     );

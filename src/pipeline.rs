@@ -32,7 +32,7 @@ use crate::event::{self, ParsedRecord, RecordResult};
 use crate::nats::consumer::{Delivered, Delivery, DeliveryPolicy};
 use crate::nats::given_up::StoredMessage;
 use crate::nats::publisher::{PendingAck, PublishFailure, Publisher};
-use crate::output::{self, headers, Envelope, InputMessage, Part, Reason};
+use crate::output::{self, headers, Envelope, InputMessage, Part, Reason, Received};
 use crate::router::{self, Match};
 use crate::store::StoreError;
 use crate::telemetry::events::{InternalEvent, LastDeliveryUnfinished, MessageRetried};
@@ -137,7 +137,7 @@ fn stored_input<'a>(stream: &'a str, seq: u64, msg: &'a StoredMessage) -> InputM
         headers: Some(&msg.headers),
         stream,
         stream_seq: seq,
-        received_at: SystemTime::now(),
+        received_at: Received::At(SystemTime::now()),
     }
 }
 
@@ -203,7 +203,7 @@ impl Pipeline {
                 headers: msg.headers.as_ref(),
                 stream,
                 stream_seq,
-                received_at: SystemTime::now(),
+                received_at: Received::Since(started),
             };
             let event_type = msg
                 .headers

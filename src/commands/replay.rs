@@ -647,7 +647,7 @@ mod tests {
             headers: None,
             stream: "BLOB_EVENTS",
             stream_seq: 1,
-            received_at: SystemTime::now(),
+            received_at: crate::output::Received::At(SystemTime::now()),
         };
         let h = dead_letter_headers(&input, 0, reason, "d", event_id);
         DeadLetter::read(Some(&h), payload.clone()).unwrap()

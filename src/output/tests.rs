@@ -1,6 +1,6 @@
 //! The output contract: reasons, ids, header values, and dead letters read back.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
 
@@ -61,7 +61,7 @@ fn input(payload: &Bytes) -> InputMessage<'_> {
         headers: None,
         stream: "BLOB_EVENTS",
         stream_seq: 42,
-        received_at: UNIX_EPOCH + Duration::from_millis(1_795_168_800_123),
+        received_at: Received::At(UNIX_EPOCH + Duration::from_millis(1_795_168_800_123)),
     }
 }
 
@@ -347,4 +347,27 @@ mod envelope_reference {
             prop_assert_eq!(envelope.to_bytes(), looked);
         }
     }
+}
+
+/// A delivery keeps the instant it was received; a dead letter tells it as the wall-clock
+/// time it was (not the time the dead letter was written).
+#[test]
+fn a_received_instant_is_told_as_the_time_it_was() {
+    let fixed = UNIX_EPOCH + Duration::from_millis(1_795_168_800_123);
+    assert_eq!(Received::At(fixed).time(), fixed);
+    let minute = Duration::from_secs(60);
+    let Some(minute_ago) = Instant::now().checked_sub(minute) else {
+        return; // a machine up for less than a minute has no such instant
+    };
+    let before = SystemTime::now();
+    let told = Received::Since(minute_ago).time();
+    let after = SystemTime::now();
+    assert!(
+        told <= after - minute,
+        "{told:?} is not a minute before {after:?}"
+    );
+    assert!(
+        told >= before - minute - Duration::from_secs(1),
+        "{told:?} is more than a minute before {before:?}"
+    );
 }
