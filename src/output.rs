@@ -342,7 +342,9 @@ pub enum Received {
 }
 
 impl Received {
-    /// The wall-clock time it stands for.
+    /// The wall-clock time it stands for. For `Since`, worked back from the clock now:
+    /// two dead letters of one message get the same time to well under the millisecond
+    /// their header shows, unless the wall clock is stepped in between.
     pub fn time(self) -> SystemTime {
         match self {
             Received::At(time) => time,

@@ -159,7 +159,7 @@ fn keep_alive(msg: &Delivered<'_>, every: Duration) -> DropGuard {
                 _ = stopped.cancelled() => return,
                 _ = ticks.tick() => {
                     if let Err(e) = client.publish(reply.clone(), Bytes::from_static(b"+WPI")).await {
-                        tracing::debug!(error = %e, "progress ack failed");
+                        tracing::debug!(error = %Chain(&e), "progress ack failed");
                     }
                 }
             }
@@ -223,7 +223,7 @@ impl Pipeline {
                 Ok(tally) => {
                     if let Err(e) = msg.ack().await {
                         // Redelivery will republish; de-duplication keeps outputs single.
-                        tracing::warn!(error = %e, seq = stream_seq, "ack failed");
+                        tracing::warn!(error = %Chain(&e), seq = stream_seq, "ack failed");
                         return;
                     }
                     tally.record(counters);
@@ -362,7 +362,7 @@ impl Pipeline {
                     "message failed on its last delivery; dead-lettered as max_deliveries_exceeded"
                 );
                 if let Err(e) = msg.ack().await {
-                    tracing::warn!(error = %e, seq = input.stream_seq, "ack failed");
+                    tracing::warn!(error = %Chain(&e), seq = input.stream_seq, "ack failed");
                     return;
                 }
                 metrics.counters.dead_letters[Reason::MaxDeliveriesExceeded.index()]
@@ -430,7 +430,7 @@ impl Pipeline {
             .ack_with(AckKind::Nak(Some(self.delivery.retry_delay(delivered))))
             .await
         {
-            tracing::warn!(error = %e, "nak failed; the message returns after ack_wait");
+            tracing::warn!(error = %Chain(&e), "nak failed; the message returns after ack_wait");
         }
     }
 
@@ -456,7 +456,7 @@ impl Pipeline {
             if let Some(msg) = msg.filter(|_| idx > 0 && idx % PROGRESS_EVERY == 0) {
                 // Boxed: rare, and its future is large.
                 if let Err(e) = Box::pin(msg.ack_with(AckKind::Progress)).await {
-                    tracing::debug!(error = %e, "progress ack failed");
+                    tracing::debug!(error = %Chain(&e), "progress ack failed");
                 }
             }
             let (subject, hdrs, payload) = match plan {

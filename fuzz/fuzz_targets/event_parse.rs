@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use async_nats::HeaderMap;
 use blob_router::config::SourceConfig;
 use blob_router::event::{self, derive_id, EventFormat, ParsedRecord, RecordError};
-use blob_router::output::{self, DeadLetter, Envelope, InputMessage, Reason};
+use blob_router::output::{self, DeadLetter, Envelope, InputMessage, Reason, Received};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -178,7 +178,7 @@ fn check_error(error: &RecordError, input: &Bytes, idx: usize) {
         headers: None,
         stream: "BLOB_EVENTS",
         stream_seq: 1,
-        received_at: SystemTime::UNIX_EPOCH,
+        received_at: Received::At(SystemTime::UNIX_EPOCH),
     };
     let headers =
         output::dead_letter_headers(&message, idx, reason, &detail, error.event_id.as_deref());

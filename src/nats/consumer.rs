@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_nats::Client;
+use bytes::Bytes;
 
 /// Settings of the durable consumer.
 #[derive(Debug, Clone)]
@@ -301,7 +302,7 @@ impl<'a> Delivery<'a> {
 pub enum AckSendError {
     #[error("the message has no reply subject: not a JetStream delivery")]
     NoReply,
-    #[error("sending the ack")]
+    #[error("publishing to the reply subject")]
     Send(#[source] async_nats::PublishError),
 }
 
@@ -334,17 +335,22 @@ impl<'c> Delivered<'c> {
         Delivery::of_reply(self.message.reply.as_deref())
     }
 
-    /// Tells the server it is done with (`+ACK`).
+    /// Tells the server it is done with: an empty payload to the reply subject, as
+    /// async-nats's `jetstream::Message::ack` sends (the server takes it for `+ACK`).
     pub async fn ack(&self) -> Result<(), AckSendError> {
-        self.ack_with(AckKind::Ack).await
+        self.reply_with(Bytes::new()).await
     }
 
     /// Tells the server `kind` (a nak with its delay, a progress report...), as
     /// async-nats's `jetstream::Message::ack_with` does: one publish to the reply subject.
     pub async fn ack_with(&self, kind: AckKind) -> Result<(), AckSendError> {
+        self.reply_with(kind.into()).await
+    }
+
+    async fn reply_with(&self, payload: Bytes) -> Result<(), AckSendError> {
         let reply = self.message.reply.clone().ok_or(AckSendError::NoReply)?;
         self.acks
-            .publish(reply, kind.into())
+            .publish(reply, payload)
             .await
             .map_err(AckSendError::Send)
     }

@@ -198,6 +198,16 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
     })
     .await;
     first.ack().await.unwrap();
+    // The ack reached the server: four left unacked.
+    eventually("the first acked", Duration::from_secs(10), || {
+        let js = js.clone();
+        async move {
+            let mut consumer: jetstream::consumer::PullConsumer =
+                js.get_consumer_from_stream("c", "IN").await.ok()?;
+            (consumer.info().await.ok()?.num_ack_pending == 4).then_some(())
+        }
+    })
+    .await;
     let expiry = messages.expires();
     let rest = messages.stop(Duration::from_secs(5)).await;
     let subjects: Vec<&str> = rest.iter().map(|m| m.subject.as_str()).collect();
@@ -208,6 +218,7 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
             .await
             .unwrap();
     }
+    let naked = std::time::Instant::now();
     // They come to another puller of the same consumer after the delay, not after
     // ack_wait (30 s), in any order (the naks are separate messages). That puller's
     // request must outlive the delay: one sent now with the same expiry would expire
@@ -229,6 +240,13 @@ async fn stop_returns_what_was_pulled_and_not_taken() {
             .await
             .unwrap_or_else(|_| panic!("only {again:?} were handed to the next puller"))
             .unwrap();
+        // Not at once: the nak carried its delay.
+        assert!(
+            naked.elapsed() >= expiry / 2,
+            "{} came back {:?} after its nak with a delay of {expiry:?}",
+            msg.subject,
+            naked.elapsed()
+        );
         again.push(msg.subject.to_string());
         msg.ack().await.unwrap();
     }
