@@ -365,29 +365,38 @@ impl<'c> Delivered<'c> {
 mod tests {
     use super::*;
 
+    /// A client that never connects (port 1, retried in the background): enough for a
+    /// message to be read, and for an ack without a reply subject to be refused.
+    async fn unconnected() -> Client {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("127.0.0.1:1")
+            .await
+            .unwrap()
+    }
+
+    /// A message on the input subject with `reply` as its reply subject.
+    fn message(reply: Option<&str>) -> async_nats::Message {
+        async_nats::Message {
+            subject: "blob.events.x".into(),
+            reply: reply.map(Into::into),
+            payload: Default::default(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
     /// Reply subjects as JetStream writes them, and near misses: `Delivery::of` reads
     /// what async-nats's `Message::info` reads.
     #[tokio::test]
     async fn delivery_reads_what_the_client_reads() {
-        // A client that never connects (port 1, retried in the background): `info` only
-        // needs a `jetstream::Message` around the reply subject.
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect("127.0.0.1:1")
-            .await
-            .unwrap();
-        let context = jetstream::new(client);
+        // `info` only needs a `jetstream::Message` around the reply subject.
+        let context = jetstream::new(unconnected().await);
         let info = |reply: &str| {
             let msg = jetstream::Message {
-                message: async_nats::Message {
-                    subject: "blob.events.x".into(),
-                    reply: Some(reply.into()),
-                    payload: Default::default(),
-                    headers: None,
-                    status: None,
-                    description: None,
-                    length: 0,
-                },
+                message: message(Some(reply)),
                 context: context.clone(),
             };
             msg.info()
@@ -468,20 +477,7 @@ mod tests {
     /// `tests/it/pull.rs`.
     #[tokio::test]
     async fn a_delivered_message_reads_its_reply_subject() {
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect("127.0.0.1:1")
-            .await
-            .unwrap();
-        let message = |reply: Option<&str>| async_nats::Message {
-            subject: "blob.events.x".into(),
-            reply: reply.map(Into::into),
-            payload: "{}".into(),
-            headers: None,
-            status: None,
-            description: None,
-            length: 0,
-        };
+        let client = unconnected().await;
         let from_js = Delivered::new(
             message(Some(
                 "$JS.ACK.BLOB_EVENTS.worker.3.42.40.1790230470084404000.0",
