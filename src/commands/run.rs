@@ -500,45 +500,40 @@ async fn consume(
     // takes locks. A stop is also seen at the top of the loop.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
-    {
-        // The wait for the next message, kept from one turn of the loop to the next: a
-        // handler finishing meanwhile must not drop it (that would restart its watch
-        // for the server's heartbeats, and register its timer again).
-        let pulls = futures::stream::unfold(&mut messages, |m| async move {
-            let next = m.next_message().await;
-            Some((next, m))
-        });
-        tokio::pin!(pulls);
-        loop {
-            if stop.is_cancelled() {
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        // The wait for the next message lives in the puller, not in a future of this
+        // loop: a handler finishing meanwhile leaves it as it is (its request on the
+        // way, its watch for the server's heartbeats), and a message already on the
+        // inbox is taken with no future built for it.
+        let next = tokio::select! {
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                report(done);
+                continue;
+            }
+            next = std::future::poll_fn(|cx| messages.poll_next_message(cx)),
+                if in_flight.len() < concurrency => next,
+            _ = &mut stopped => break,
+        };
+        match next {
+            Ok(msg) => in_flight.push(handle(Delivered::new(msg, &acks))),
+            Err(e) if e.is_final() => {
+                ended = Some(e);
                 break;
             }
-            let next = tokio::select! {
-                biased;
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    report(done);
-                    continue;
-                }
-                Some(next) = pulls.next(), if in_flight.len() < concurrency => next,
-                _ = &mut stopped => break,
-            };
-            match next {
-                Ok(msg) => in_flight.push(handle(Delivered::new(msg, &acks))),
-                Err(e) if e.is_final() => {
-                    ended = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    // JetStream away for a moment (restarting, electing a leader).
-                    tracing::warn!(error = %e, "pulling from the consumer");
-                    let pause = async {
-                        tokio::select! {
-                            _ = &mut stopped => {}
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        }
-                    };
-                    alongside(&mut in_flight, pause).await;
-                }
+            Err(e) => {
+                // JetStream away for a moment (restarting, electing a leader).
+                tracing::warn!(error = %e, "pulling from the consumer");
+                let pause = async {
+                    tokio::select! {
+                        _ = &mut stopped => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                };
+                alongside(&mut in_flight, pause).await;
             }
         }
     }

@@ -21,6 +21,9 @@
 //! [`Puller::stop`] unsubscribes first and then collects what is still on its way, so
 //! the caller can hand it back.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_nats::client::PublishErrorKind;
@@ -29,6 +32,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use async_nats::{Client, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::time::Sleep;
 
 /// Why no message could be pulled.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +84,19 @@ pub struct PullSettings {
     pub expires: Duration,
 }
 
+/// A pull request on its way to the client: how many messages it asks for, and the
+/// send (pending only while the client's command channel is full).
+type Request = (
+    usize,
+    Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>>,
+);
+
 /// Messages of a pull consumer, pulled as they are taken.
+///
+/// Polled rather than awaited ([`Self::poll_next_message`]): every wait lives in the
+/// puller, so a caller that polls it from a loop (the worker's consume loop, beside its
+/// messages in flight) keeps no future of its own for it, and a message already on
+/// the inbox is taken with no timer and no clock read.
 pub struct Puller {
     client: Client,
     js: jetstream::Context,
@@ -95,6 +111,14 @@ pub struct Puller {
     owed: usize,
     /// The size of the last request sent: what a refusal of it takes off `owed`.
     last_request: usize,
+    /// A request being handed to the client: nothing is received until it is.
+    requesting: Option<Request>,
+    /// How long the inbox may be silent before the requests are taken to be gone.
+    silence: Duration,
+    /// Ends a wait on an empty inbox after `silence`. Armed when such a wait begins
+    /// and disarmed by whatever arrives, so a flowing inbox never touches it.
+    silent: Pin<Box<Sleep>>,
+    silent_armed: bool,
 }
 
 impl Puller {
@@ -128,6 +152,8 @@ impl Puller {
             .subscribe(inbox.clone())
             .await
             .map_err(PullError::Subscribe)?;
+        let heartbeat = heartbeat_for(expires);
+        let silence = (2 * heartbeat).max(MIN_SILENCE);
         Ok(Puller {
             next_subject: format!(
                 "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
@@ -140,9 +166,13 @@ impl Puller {
             subscriber,
             batch,
             expires,
-            heartbeat: heartbeat_for(expires),
+            heartbeat,
             owed: 0,
             last_request: 0,
+            requesting: None,
+            silence,
+            silent: Box::pin(tokio::time::sleep(silence)),
+            silent_armed: false,
         })
     }
 
@@ -162,12 +192,30 @@ impl Puller {
     /// of the context per message cost it about thirty atomic operations and an
     /// allocation (README, Performance). Cancel-safe too.
     pub async fn next_message(&mut self) -> Result<async_nats::Message, PullError> {
+        std::future::poll_fn(|cx| self.poll_next_message(cx)).await
+    }
+
+    /// Polls for [`Self::next_message`]: pulls more when at most half a batch is owed
+    /// (nothing is received until that request is with the client), then takes what
+    /// the inbox holds. A caller may stop polling at any point: the request and the
+    /// wait stay here for the next poll.
+    pub fn poll_next_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<async_nats::Message, PullError>> {
         loop {
-            if self.owed <= self.batch / 2 {
-                self.request(self.batch - self.owed).await?;
+            if self.requesting.is_none() && self.owed <= self.batch / 2 {
+                let n = self.batch - self.owed;
+                self.requesting = Some((n, self.request(n)));
             }
-            if let Some(msg) = self.receive().await? {
-                return Ok(msg);
+            if let Some((n, send)) = &mut self.requesting {
+                let n = *n;
+                let sent = ready!(send.as_mut().poll(cx));
+                self.requesting = None;
+                self.sent(n, sent)?;
+            }
+            if let Some(msg) = ready!(self.poll_receive(cx))? {
+                return Poll::Ready(Ok(msg));
             }
         }
     }
@@ -196,23 +244,35 @@ impl Puller {
         pulled
     }
 
-    /// Asks for `n` more messages, and counts them once the client has the request: no
-    /// message can be taken in between (this task takes them), and a request that was
-    /// never handed over (a cancelled send) is not counted.
-    async fn request(&mut self, n: usize) -> Result<(), PullError> {
+    /// The send of a request for `n` more messages, kept by the caller until it is
+    /// done: boxed, since it is rare (once per half batch) and large.
+    fn request(
+        &self,
+        n: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>> {
         let body = format!(
             r#"{{"batch":{n},"expires":{},"idle_heartbeat":{}}}"#,
             self.expires.as_nanos(),
             self.heartbeat.as_nanos()
         );
-        let sent = self
-            .client
-            .publish_with_reply(
-                self.next_subject.clone(),
-                self.inbox.clone(),
-                Bytes::from(body),
-            )
-            .await;
+        let client = self.client.clone();
+        let subject = self.next_subject.clone();
+        let inbox = self.inbox.clone();
+        Box::pin(async move {
+            client
+                .publish_with_reply(subject, inbox, Bytes::from(body))
+                .await
+        })
+    }
+
+    /// Counts a request for `n` once the client has it: no message can be taken in
+    /// between (this puller takes them, after the send is done), and a request that
+    /// was never handed over (one dropped with the puller) is not counted.
+    fn sent(
+        &mut self,
+        n: usize,
+        sent: Result<(), async_nats::PublishError>,
+    ) -> Result<(), PullError> {
         match sent {
             Ok(()) => {
                 self.owed += n;
@@ -226,13 +286,24 @@ impl Puller {
 
     /// What comes next on the inbox: Some(message), or None after a status was
     /// accounted for (or silence taken as the requests being gone).
-    async fn receive(&mut self) -> Result<Option<async_nats::Message>, PullError> {
-        let silence = (2 * self.heartbeat).max(MIN_SILENCE);
-        let next = tokio::time::timeout(silence, self.subscriber.next()).await;
-        let msg = match next {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Err(PullError::Closed(None)),
-            Err(_silence) => {
+    fn poll_receive(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<async_nats::Message>, PullError>> {
+        let msg = match self.subscriber.poll_next_unpin(cx) {
+            Poll::Ready(Some(msg)) => {
+                self.silent_armed = false;
+                msg
+            }
+            Poll::Ready(None) => return Poll::Ready(Err(PullError::Closed(None))),
+            Poll::Pending => {
+                if !self.silent_armed {
+                    let deadline = tokio::time::Instant::now() + self.silence;
+                    self.silent.as_mut().reset(deadline);
+                    self.silent_armed = true;
+                }
+                ready!(self.silent.as_mut().poll(cx));
+                self.silent_armed = false;
                 // While disconnected the requests may yet be served after the
                 // reconnection; only a connected silence means they are gone.
                 if self.client.connection_state() == State::Connected && self.owed > 0 {
@@ -242,9 +313,18 @@ impl Puller {
                     );
                     self.owed = 0;
                 }
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
         };
+        Poll::Ready(self.account(msg))
+    }
+
+    /// What a message on the inbox means: Some(message) (one less owed), or None for
+    /// a status accounted for, or the error a status tells.
+    fn account(
+        &mut self,
+        msg: async_nats::Message,
+    ) -> Result<Option<async_nats::Message>, PullError> {
         // By number: async-nats names no constant for 400 Bad Request.
         let status = msg.status.map_or(200, |s| s.as_u16());
         match status {
