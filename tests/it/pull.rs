@@ -120,6 +120,52 @@ async fn batches_deliver_every_message_once_in_order() {
     publisher.await.unwrap();
 }
 
+/// A caller that gives up waiting, over and over (a select taking another branch, as
+/// the worker's consume loop does whenever a handler finishes first), loses nothing:
+/// the request on its way and the wait stay in the puller, so every message still
+/// comes once, in order, and none waits for a request's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_given_up_lose_no_message_and_no_request() {
+    let nats = NatsServer::start();
+    let js = nats.jetstream().await;
+    let mut messages = puller(&js, 4).await;
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            for n in 0..300 {
+                publish(&js, n).await;
+            }
+        })
+    };
+    let mut given_up = 0;
+    // Below the puller's own fallback for a lost request (two missed heartbeats, 10 s
+    // at this expiry), so a miscount shows here.
+    let taken = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut n = 0;
+        while n < 300 {
+            match tokio::time::timeout(Duration::from_micros(100), messages.next()).await {
+                Ok(msg) => {
+                    let msg = msg.unwrap();
+                    assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+                    msg.ack().await.unwrap();
+                    n += 1;
+                }
+                Err(_) => given_up += 1,
+            }
+        }
+    })
+    .await;
+    assert!(
+        taken.is_ok(),
+        "the messages stopped coming after {given_up} waits given up (a request lost from the count?)"
+    );
+    assert!(
+        given_up > 0,
+        "no wait was given up: the test tested nothing"
+    );
+    publisher.await.unwrap();
+}
+
 /// A server that restarts forgets the waiting requests; the puller notices the silence
 /// (no heartbeat) and asks again, on the same subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
