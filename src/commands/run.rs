@@ -507,7 +507,7 @@ async fn consume(
         // The wait for the next message lives in the puller, not in a future of this
         // loop: a handler finishing meanwhile leaves it as it is (its request on the
         // way, its watch for the server's heartbeats), and a message already on the
-        // inbox is taken with no future built for it.
+        // inbox is taken through a `poll_fn` that holds one reference.
         let next = tokio::select! {
             biased;
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {

@@ -85,7 +85,8 @@ pub struct PullSettings {
 }
 
 /// A pull request on its way to the client: how many messages it asks for, and the
-/// send (pending only while the client's command channel is full).
+/// send (pending while the client's command channel is full, or the task's cooperative
+/// budget is spent).
 type Request = (
     usize,
     Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>>,
@@ -96,7 +97,8 @@ type Request = (
 /// Polled rather than awaited ([`Self::poll_next_message`]): every wait lives in the
 /// puller, so a caller that polls it from a loop (the worker's consume loop, beside its
 /// messages in flight) keeps no future of its own for it, and a message already on
-/// the inbox is taken with no timer and no clock read.
+/// the inbox is taken with no timer and no clock read (the timer is armed only when
+/// the inbox looks empty: nothing there, or the task's cooperative budget spent).
 pub struct Puller {
     client: Client,
     js: jetstream::Context,
@@ -116,7 +118,8 @@ pub struct Puller {
     /// How long the inbox may be silent before the requests are taken to be gone.
     silence: Duration,
     /// Ends a wait on an empty inbox after `silence`. Armed when such a wait begins
-    /// and disarmed by whatever arrives, so a flowing inbox never touches it.
+    /// and disarmed by whatever arrives (a flag: the timer keeps its deadline, and may
+    /// wake the task once for nothing), so a flowing inbox seldom touches it.
     silent: Pin<Box<Sleep>>,
     silent_armed: bool,
 }
@@ -245,7 +248,8 @@ impl Puller {
     }
 
     /// The send of a request for `n` more messages, kept by the caller until it is
-    /// done: boxed, since it is rare (once per half batch) and large.
+    /// done: boxed (an allocation per request, once per half batch), so that its room
+    /// is not part of the puller.
     fn request(
         &self,
         n: usize,

@@ -123,12 +123,13 @@ async fn batches_deliver_every_message_once_in_order() {
 /// A caller that gives up waiting, over and over (a select taking another branch, as
 /// the worker's consume loop does whenever a handler finishes first), loses nothing:
 /// the request on its way and the wait stay in the puller, so every message still
-/// comes once, in order, and none waits for a request's expiry.
+/// comes once, in order, and none waits for a lost request's fallback. One message per
+/// request, so that a single request lost from the count stalls the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_given_up_lose_no_message_and_no_request() {
     let nats = NatsServer::start();
     let js = nats.jetstream().await;
-    let mut messages = puller(&js, 4).await;
+    let mut messages = puller(&js, 1).await;
     let publisher = {
         let js = js.clone();
         tokio::spawn(async move {
@@ -138,27 +139,24 @@ async fn waits_given_up_lose_no_message_and_no_request() {
         })
     };
     let mut given_up = 0;
-    // Below the puller's own fallback for a lost request (two missed heartbeats, 10 s
-    // at this expiry), so a miscount shows here.
-    let taken = tokio::time::timeout(Duration::from_secs(8), async {
-        let mut n = 0;
-        while n < 300 {
-            match tokio::time::timeout(Duration::from_micros(100), messages.next()).await {
-                Ok(msg) => {
-                    let msg = msg.unwrap();
-                    assert_eq!(msg.subject.as_str(), format!("in.{n}"));
-                    msg.ack().await.unwrap();
-                    n += 1;
+    for n in 0..300 {
+        // Below the puller's own fallback for a lost request (two missed heartbeats,
+        // 10 s at this expiry), so a miscount shows here.
+        let msg = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match tokio::time::timeout(Duration::from_micros(100), messages.next()).await {
+                    Ok(msg) => return msg.unwrap(),
+                    Err(_) => given_up += 1,
                 }
-                Err(_) => given_up += 1,
             }
-        }
-    })
-    .await;
-    assert!(
-        taken.is_ok(),
-        "the messages stopped coming after {given_up} waits given up (a request lost from the count?)"
-    );
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("message {n} did not come after {given_up} waits given up (a request lost from the count?)")
+        });
+        assert_eq!(msg.subject.as_str(), format!("in.{n}"));
+        msg.ack().await.unwrap();
+    }
     assert!(
         given_up > 0,
         "no wait was given up: the test tested nothing"
