@@ -150,6 +150,8 @@ fn keep_alive(msg: &Delivered<'_>, every: Duration) -> DropGuard {
     let reply = msg.reply.clone();
     tokio::spawn(async move {
         let Some(reply) = reply else { return };
+        // async-nats's encoding of a progress ack (as `Delivered::ack_with` sends it).
+        let progress = Bytes::from(AckKind::Progress);
         // The first at once: the delivery may have waited among the prefetched ones.
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,7 +160,7 @@ fn keep_alive(msg: &Delivered<'_>, every: Duration) -> DropGuard {
                 biased;
                 _ = stopped.cancelled() => return,
                 _ = ticks.tick() => {
-                    if let Err(e) = client.publish(reply.clone(), Bytes::from_static(b"+WPI")).await {
+                    if let Err(e) = client.publish(reply.clone(), progress.clone()).await {
                         tracing::debug!(error = %Chain(&e), "progress ack failed");
                     }
                 }
