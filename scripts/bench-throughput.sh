@@ -14,7 +14,7 @@
 # the only limit: the forwarder's CPU per event (its own and nats-server's) over the
 # worker's.
 #
-#   [ROUNDS=5] [OUTPUTS=routed|both] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
+#   [ROUNDS=5] [OUTPUTS=routed|both|same] [FORWARDER_DISPATCH=tasks] [FORWARDER_CONNECTIONS=1]
 #   [FORWARDER_BUSY_NS=N] [FORWARDER_PUBLISH=numbered] scripts/bench-throughput.sh [EVENTS] [CONCURRENCY] [CONTAINERS] [CONFIGS_PER_CONTAINER]
 #
 # The yardstick is a forwarder run the way the worker runs (its messages polled by one
@@ -28,7 +28,10 @@
 # before the seventh; FORWARDER_BUSY_NS=N spends N ns of CPU on each message (what that
 # much work per event costs a forwarder that does no routing); FORWARDER_PUBLISH=numbered
 # publishes with the worker's own publisher (PubAcks handed back by number) instead of
-# async-nats's JetStream publish.
+# async-nats's JetStream publish. OUTPUTS=same runs the yardstick forwarder in the
+# worker's place too, and the worker not at all: its `ratio` is that of two runs of one
+# client, the spread this bench shows with no difference to find (since 2026-12-05's
+# fifteenth session).
 #
 # Defaults: 100000 events, concurrency 64, 100 containers x 10 configs (1,000 configs).
 # It starts its own nats-server (JetStream, file storage, a temporary store, a port the
@@ -50,7 +53,7 @@ ROUNDS="${ROUNDS:-5}"
 if [ "${OUTPUTS:-}" = both ] && (( ROUNDS % 3 )); then
     echo "note: with OUTPUTS=both, a multiple of 3 rounds gives each client each place in the order equally often" >&2
 fi
-case "${OUTPUTS:-}" in "" | routed | both) ;; *) echo "OUTPUTS must be empty, 'routed' or 'both', not '$OUTPUTS'" >&2; exit 2 ;; esac
+case "${OUTPUTS:-}" in "" | routed | both | same) ;; *) echo "OUTPUTS must be empty, 'routed', 'both' or 'same', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
 
@@ -65,7 +68,8 @@ routed_ratios=()
 # (`wait-drained`: from its first look at the consumer to the look that finds it
 # drained, 20 ms apart), so that neither is timed more favourably; its own clock (from
 # its first pull to its last ack) is printed beside. $1: what it writes, `plain` or
-# `routed`; sets $forwarder (or, for the second yardstick of OUTPUTS=both, $routed).
+# `routed`, or `same` (plain, in the worker's place); sets $forwarder (or, for the
+# second yardstick of OUTPUTS=both, $routed; for `same`, $worker).
 run_forwarder() {
     "$TOOL" reset
     "$TOOL" preload "$EVENTS"
@@ -82,6 +86,9 @@ run_forwarder() {
     if [ "${OUTPUTS:-}" = both ] && [ "$1" = routed ]; then
         routed="$line"
         echo "round $round: routed $line"
+    elif [ "$1" = same ]; then
+        worker="$line"
+        echo "round $round: in the worker's place, $line"
     else
         forwarder="$line"
         echo "round $round: $line"
@@ -108,6 +115,7 @@ case "${OUTPUTS:-}" in
     "") clients=("run_forwarder plain" run_worker) ;;
     routed) clients=("run_forwarder routed" run_worker) ;;
     both) clients=("run_forwarder plain" "run_forwarder routed" run_worker) ;;
+    same) clients=("run_forwarder plain" "run_forwarder same") ;;
 esac
 for round in $(seq "$ROUNDS"); do
     # The machine's speed drifts within a round too: the order turns by one each round,
