@@ -53,6 +53,9 @@ ROUNDS="${ROUNDS:-5}"
 if [ "${OUTPUTS:-}" = both ] && (( ROUNDS % 3 )); then
     echo "note: with OUTPUTS=both, a multiple of 3 rounds gives each client each place in the order equally often" >&2
 fi
+if [ "${OUTPUTS:-}" = same ] && (( ROUNDS % 2 )); then
+    echo "note: with OUTPUTS=same, an even number of rounds gives each copy each place in the order equally often" >&2
+fi
 case "${OUTPUTS:-}" in "" | routed | both | same) ;; *) echo "OUTPUTS must be empty, 'routed', 'both' or 'same', not '$OUTPUTS'" >&2; exit 2 ;; esac
 "$TOOL" configs "$work/configs.json" "$CONTAINERS" "$PER"
 export BENCH_SERVER_PID="${pids[0]}" BENCH_PER="$PER"
