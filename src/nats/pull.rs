@@ -84,13 +84,12 @@ pub struct PullSettings {
     pub expires: Duration,
 }
 
-/// A pull request on its way to the client: how many messages it asks for, and the
-/// send (pending while the client's command channel is full, or the task's cooperative
-/// budget is spent).
-type Request = (
-    usize,
-    Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>>,
-);
+/// The send of a pull request to the client: pending while the client's command
+/// channel is full, or the task's cooperative budget is spent.
+type RequestSend = Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>>;
+
+/// A pull request on its way to the client: how many messages it asks for, and its send.
+type Request = (usize, RequestSend);
 
 /// Messages of a pull consumer, pulled as they are taken.
 ///
@@ -250,10 +249,7 @@ impl Puller {
     /// The send of a request for `n` more messages, kept by the caller until it is
     /// done: boxed (an allocation per request, once per half batch), so that its room
     /// is not part of the puller.
-    fn request(
-        &self,
-        n: usize,
-    ) -> Pin<Box<dyn Future<Output = Result<(), async_nats::PublishError>> + Send>> {
+    fn request(&self, n: usize) -> RequestSend {
         let body = format!(
             r#"{{"batch":{n},"expires":{},"idle_heartbeat":{}}}"#,
             self.expires.as_nanos(),
